@@ -123,6 +123,8 @@ class TokenGraph:
 def as_lengths(lengths: Lengths, name: str = "lengths") -> Tensor:
     """Lengths as a 1-D int64 CPU tensor, rejecting negative values and non-integers."""
     t = torch.as_tensor(lengths)
+    if t.numel() == 0:  # torch.as_tensor([]) is float32: an empty batch is still integer lengths
+        t = t.long()
     if t.dim() != 1:
         raise ValueError(f"{name} must be 1-D (one length per sequence), got shape {tuple(t.shape)}")
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
@@ -169,27 +171,38 @@ def from_edge_index(edge_index: Tensor, src_lengths: Lengths, dst_lengths: Lengt
                     device=None) -> TokenGraph:
     """Wrap arbitrary edges (validated, sorted by (target, source)) as a :class:`TokenGraph`.
 
-    Raises if an edge leaves its sequence: batching is a disjoint union.
+    Raises if an edge leaves its sequence (batching is a disjoint union) or appears twice (the
+    edges are a set: a repeated edge would count its key twice in the softmax).
     """
     m, n = as_lengths(src_lengths, "src_lengths"), as_lengths(dst_lengths, "dst_lengths")
     src_ptr, dst_ptr = _ptr(m), _ptr(n)
     num_src, num_dst = int(src_ptr[-1]), int(dst_ptr[-1])
-    ei = check_edge_index(edge_index, num_src, num_dst).to("cpu")
+    ei = check_edge_index(edge_index, num_src, num_dst, check_duplicates=False).to("cpu")
     if ei.size(1):
         seq_s = torch.searchsorted(src_ptr, ei[0], right=True) - 1
         seq_d = torch.searchsorted(dst_ptr, ei[1], right=True) - 1
         if (seq_s != seq_d).any():
             raise ValueError("edge_index has edges between two different sequences; a batch of "
                              "token graphs is a disjoint union")
-    ei = ei[:, torch.argsort(ei[1] * max(num_src, 1) + ei[0], stable=True)]
+    key = ei[1] * max(num_src, 1) + ei[0]
+    order = torch.argsort(key, stable=True)
+    ei = ei[:, order]
+    _reject_duplicates(ei, key[order])  # sorted keys: O(E), the sort was needed anyway
     rowptr = _ptr(torch.bincount(ei[1], minlength=num_dst))
     device = edge_index.device if device is None else device
     return TokenGraph(ei.to(device), num_src, num_dst, src_ptr.to(device), dst_ptr.to(device),
                       rowptr.to(device), pattern or Pattern("custom"), bipartite)
 
 
-def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int) -> Tensor:
-    """Validate ``edge_index`` (``[2, E]`` integer, indices in range) and return it as int64."""
+def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int,
+                     check_duplicates: bool = True) -> Tensor:
+    """Validate ``edge_index`` (``[2, E]`` integer, indices in range, no edge twice) and return it
+    as int64.
+
+    Duplicates are rejected, not merged: attention edges form a set, and a repeated edge j -> i
+    would silently give key j twice the weight in the softmax of target i. The check costs O(E) when
+    the edges are already sorted by (target, source) (as in every :class:`TokenGraph`), else one sort.
+    """
     if not isinstance(edge_index, Tensor):
         raise TypeError(f"edge_index must be a Tensor or TokenGraph, got {type(edge_index).__name__}")
     if edge_index.dtype not in (torch.int64, torch.int32):
@@ -202,4 +215,22 @@ def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int) -> Tensor:
             raise IndexError(f"edge_index out of range: sources must lie in [0, {num_src}) and "
                              f"targets in [0, {num_dst}), got sources in [{lo[0]}, {hi[0]}] and "
                              f"targets in [{lo[1]}, {hi[1]}]")
-    return edge_index.long()
+    ei = edge_index.long()
+    if check_duplicates and ei.size(1) > 1:
+        key, edges = ei[1] * max(num_src, 1) + ei[0], ei
+        if not bool((key[1:] >= key[:-1]).all()):
+            key, order = key.sort()
+            edges = ei[:, order]
+        _reject_duplicates(edges, key)
+    return ei
+
+
+def _reject_duplicates(ei: Tensor, sorted_key: Tensor) -> None:
+    """Raise if two consecutive (sorted) edge keys are equal, naming the first repeated edge."""
+    same = sorted_key[1:] == sorted_key[:-1]
+    if bool(same.any()):
+        first = int(same.nonzero()[0])
+        j, i = ei[0, first].item(), ei[1, first].item()
+        raise ValueError(f"edge_index has {int(same.sum())} duplicate edge(s), first j={j} -> i={i}; "
+                         f"attention edges form a set (a repeated edge would count its key twice in "
+                         f"the softmax): remove them, e.g. torch.unique(edge_index, dim=1)")
