@@ -1,0 +1,153 @@
+"""Static figures: each plotting function rendered on tiny inputs with Agg, artists counted.
+
+Sizes are pairwise distinct (T=5, S=4, H=3) so a swapped axis changes the counts.
+"""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.collections import LineCollection, PathCollection  # noqa: E402
+from matplotlib.patches import FancyArrowPatch  # noqa: E402
+
+from gnn_attention import MultiheadAttentionConv, graphs, viz  # noqa: E402
+
+T, S, H = 5, 4, 3
+
+
+def _alpha(g, seed=0):
+    torch.manual_seed(seed)
+    conv = MultiheadAttentionConv(12, H)
+    if g.bipartite:
+        x = (torch.randn(g.num_src, 12), torch.randn(g.num_dst, 12))
+    else:
+        x = torch.randn(g.num_dst, 12)
+    return conv(x, g, return_attention_weights=True)[1][1].detach()
+
+
+def _arrows(ax):
+    return [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
+
+
+def _render(fig):
+    fig.canvas.draw()  # the real Agg draw: layout and text must survive it
+
+
+def test_head_weights_picks_head_or_mean():
+    a = torch.tensor([[0.2, 0.6, 0.1], [0.8, 0.4, 0.9]])
+    assert torch.equal(viz.head_weights(a, 1), a[:, 1])
+    assert torch.allclose(viz.head_weights(a, "mean"), a.mean(1))
+    with pytest.raises(ValueError, match="head"):
+        viz.head_weights(a, 3)
+
+
+def test_select_edges_top_k_per_target_and_threshold():
+    w = torch.tensor([0.1, 0.5, 0.4, 0.7, 0.3, 0.05])
+    target = torch.tensor([0, 0, 0, 1, 1, 2])
+    assert viz.select_edges(w, target, top_k=1).tolist() == [False, True, False, True, False, True]
+    assert viz.select_edges(w, target, top_k=2).tolist() == [False, True, True, True, True, True]
+    assert viz.select_edges(w, target, threshold=0.35).tolist() == [False, True, True, True,
+                                                                     False, False]
+    both = viz.select_edges(w, target, top_k=2, threshold=0.35)
+    assert both.tolist() == [False, True, True, True, False, False]
+
+
+def test_dense_weights_places_each_edge_and_marks_missing_as_nan():
+    g = graphs.causal([2, T])  # the second sequence, to exercise the batch offsets
+    a = _alpha(g)
+    W = viz.dense_weights(g, a, head=2, seq=1)
+    assert W.shape == (T, T)
+    assert np.isnan(W[0, 1]) and not np.isnan(W[1, 0])
+    np.testing.assert_allclose(np.nansum(W, 1), 1.0, atol=1e-6)  # rows are softmaxes
+    s, t, ids, _, _ = viz.sequence_edges(g, 1)
+    np.testing.assert_allclose(W[t, s], a[ids, 2].numpy())
+
+
+def test_attention_graph_draws_one_arrow_per_kept_edge_with_labels():
+    g = graphs.full([T])
+    a = _alpha(g)
+    labels = ["the", "cat", "sat", "on", "mat"]
+    fig = viz.attention_graph(g, a, labels=labels, head=0, top_k=2)
+    _render(fig)
+    ax = fig.axes[0]
+    assert len(_arrows(ax)) == 2 * T
+    nodes = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(nodes) == 1 and len(nodes[0].get_offsets()) == T
+    assert {t.get_text() for t in ax.texts} == set(labels)
+    # Width follows the weight: the heaviest kept edge is drawn the widest.
+    widths = [p.get_linewidth() for p in _arrows(ax)]
+    assert max(widths) == pytest.approx(4.0)
+    full = viz.attention_graph(g, a, threshold=0.0)
+    assert len(_arrows(full.axes[0])) == T * T
+
+
+def test_attention_graph_bipartite_has_both_node_sets():
+    g = graphs.cross([S], [T])
+    a = _alpha(g)
+    fig = viz.attention_graph(g, a, labels=(list("wxyz"), list("abcde")), threshold=0.3)
+    _render(fig)
+    ax = fig.axes[0]
+    nodes = [c for c in ax.collections if isinstance(c, PathCollection)][0]
+    assert len(nodes.get_offsets()) == S + T
+    assert len(_arrows(ax)) == int((a.mean(1) >= 0.3).sum())
+    with pytest.raises(ValueError, match="edges"):
+        viz.attention_graph(g, a[:-1])
+
+
+def test_heatmap_has_colorbar_labels_and_grey_missing_cells():
+    g = graphs.causal([T])
+    W = viz.dense_weights(g, _alpha(g))
+    fig = viz.attention_heatmap(W, list("abcde"), list("abcde"), title="causal")
+    _render(fig)
+    ax, cbar_ax = fig.axes  # the colorbar is an axes of its own
+    assert cbar_ax.get_ylabel() == "attention weight"
+    assert [t.get_text() for t in ax.get_xticklabels()] == list("abcde")
+    img = ax.images[0].get_array()
+    assert img.shape == (T, T) and int(img.mask.sum()) == T * (T - 1) // 2
+    with pytest.raises(ValueError, match="labels"):
+        viz.attention_heatmap(W, list("abc"))
+
+
+def test_alignment_plot_draws_lines_above_threshold():
+    W = np.array([[0.7, 0.2, 0.1, 0.0], [0.05, 0.05, 0.9, 0.0],
+                  [0.25, 0.25, 0.25, 0.25], [0.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.0, 0.0]])
+    src, tgt = list("wxyz"), list("abcde")
+    fig = viz.alignment_plot(W, src, tgt, threshold=0.2)
+    _render(fig)
+    matrix_ax, line_ax = fig.axes[0], fig.axes[1]
+    assert matrix_ax.images[0].get_array().shape == (T, S)
+    lines = [c for c in line_ax.collections if isinstance(c, LineCollection)][0]
+    assert len(lines.get_segments()) == int((W >= 0.2).sum()) == 10
+    assert {t.get_text() for t in line_ax.texts} == set(src + tgt)
+    assert any(a.get_ylabel() == "attention weight" for a in fig.axes)  # colorbar
+    with pytest.raises(ValueError, match="len"):
+        viz.alignment_plot(W.T, src, tgt)
+
+
+def test_plot_patterns_draws_each_graph_beside_its_mask():
+    pats = viz.pattern_gallery(T=7, w=1, dilation=2, S=4)
+    fig = viz.plot_patterns(pats)
+    _render(fig)
+    assert len(fig.axes) == 2 * len(pats) == 12
+    for c, g in enumerate(pats.values()):
+        graph_ax, mask_ax = fig.axes[c], fig.axes[len(pats) + c]
+        assert len(_arrows(graph_ax)) == g.num_edges
+        mask = mask_ax.images[0].get_array()
+        assert int(mask.sum()) == g.num_edges
+
+
+def test_bigbird_like_is_window_plus_global_plus_random_blocks():
+    g = viz.bigbird_like(9, w=1, global_tokens=(0,), block=3, random_blocks=1, seed=0)
+    m = graphs.to_dense_mask(g)[0]
+    assert m[0].all() and m[:, 0].all()  # a global token sees and is seen by everyone
+    for t in range(9):
+        for s in range(max(0, t - 1), min(9, t + 2)):
+            assert m[t, s]
+    # Random blocks add whole 3 x 3 blocks beyond the window in this seed.
+    window_and_global = graphs.to_dense_mask(graphs.union(graphs.window([9], 1), g))[0]
+    assert int(m.sum()) > int((graphs.to_dense_mask(graphs.window([9], 1))[0]
+                               | torch.arange(9).eq(0).view(1, -1)
+                               | torch.arange(9).eq(0).view(-1, 1)).sum())
+    assert torch.equal(window_and_global, m)
