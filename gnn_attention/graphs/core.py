@@ -209,6 +209,10 @@ def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int,
         raise TypeError(f"edge_index must have an integer dtype (int64), got {edge_index.dtype}")
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise ValueError(f"edge_index must have shape [2, E], got {tuple(edge_index.shape)}")
+    if torch.compiler.is_compiling():
+        # Value checks read the data on the host, which would break a compiled graph: under
+        # torch.compile only dtype and shape are checked (run eagerly once to validate values).
+        return edge_index.long()
     if edge_index.numel():
         lo, hi = edge_index.min(dim=1).values.tolist(), edge_index.max(dim=1).values.tolist()
         if min(lo) < 0 or hi[0] >= num_src or hi[1] >= num_dst:
