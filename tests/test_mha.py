@@ -1,0 +1,100 @@
+"""The drop-in gnn_attention.MultiheadAttention against torch.nn.MultiheadAttention."""
+import pytest
+import torch
+from torch import nn
+
+import gnn_attention
+
+B, T, S, C, H = 3, 5, 7, 33, 3
+
+
+def pair(seed=0, **kw):
+    torch.manual_seed(seed)
+    ref = nn.MultiheadAttention(C, H, **kw)
+    return ref, gnn_attention.MultiheadAttention.from_torch(ref)
+
+
+def close(a, b, tol=1e-5):
+    return (a - b).abs().max() <= tol
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_masks_and_layouts_match(batch_first):
+    ref, ours = pair(batch_first=batch_first)
+    q, k = torch.randn(B, T, C), torch.randn(B, S, C)
+    if not batch_first:
+        q, k = q.transpose(0, 1), k.transpose(0, 1)
+    kpm = torch.zeros(B, S, dtype=torch.bool)
+    kpm[2, 4:] = True
+    am = torch.rand(T, S) < 0.3
+    am[:, 0] = False  # every query keeps a key
+    for kw in (dict(), dict(key_padding_mask=kpm), dict(attn_mask=am, key_padding_mask=kpm),
+               dict(attn_mask=am, average_attn_weights=False)):
+        (o1, w1), (o2, w2) = ref(q, k, k, **kw), ours(q, k, k, **kw)
+        assert o1.shape == o2.shape and close(o1, o2) and close(w1, w2, 1e-6), kw
+
+
+def test_float_and_per_head_masks_become_edge_bias():
+    ref, ours = pair(batch_first=True)
+    x = torch.randn(B, T, C)
+    am = torch.randn(B * H, T, T)
+    am[:, :, 1] = float("-inf")  # key 1 removed everywhere
+    am[0, 2, 3] = float("-inf")  # one head of one query loses key 3
+    kpm = torch.zeros(B, T)
+    kpm[1, 4] = float("-inf")
+    kpm[0, 0] = 0.5  # a finite additive key bias
+    for kw in (dict(attn_mask=am), dict(attn_mask=am[:H].mean(0), key_padding_mask=kpm)):
+        (o1, w1), (o2, w2) = ref(x, x, x, average_attn_weights=False, **kw), \
+            ours(x, x, x, average_attn_weights=False, **kw)
+        assert close(o1, o2) and close(w1, w2, 1e-6)
+
+
+def test_is_causal_unbatched_and_need_weights():
+    ref, ours = pair(batch_first=True)
+    x = torch.randn(B, T, C)
+    causal = nn.Transformer.generate_square_subsequent_mask(T)
+    o1, _ = ref(x, x, x, attn_mask=causal, is_causal=True, need_weights=False)
+    o2, w2 = ours(x, x, x, is_causal=True, need_weights=False)
+    assert close(o1, o2) and w2 is None
+    (o1, w1), (o2, w2) = ref(x[0], x[0], x[0]), ours(x[0], x[0], x[0])
+    assert o2.shape == (T, C) and w2.shape == (T, T) and close(o1, o2) and close(w1, w2, 1e-6)
+
+
+def test_fully_masked_query_gives_zero_attention_not_nan():
+    _, ours = pair(batch_first=True)
+    x = torch.randn(1, T, C, requires_grad=True)
+    am = torch.zeros(T, T, dtype=torch.bool)
+    am[2] = True  # query 2 may attend to nothing
+    out, w = ours(x, x, x, attn_mask=am)
+    assert torch.isfinite(out).all() and torch.equal(w[0, 2], torch.zeros(T))
+    assert torch.allclose(out[0, 2], ours.out_proj.bias)  # zero attention, then W_O's bias
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_state_dict_is_interchangeable():
+    ref = nn.MultiheadAttention(C, H, kdim=11, vdim=13, batch_first=True)
+    ours = gnn_attention.MultiheadAttention(C, H, kdim=11, vdim=13, batch_first=True)
+    ours.load_state_dict(ref.state_dict())
+    q, k, v = torch.randn(B, T, C), torch.randn(B, S, 11), torch.randn(B, S, 13)
+    assert close(ref(q, k, v)[0], ours(q, k, v)[0])
+    ref.load_state_dict(gnn_attention.MultiheadAttention(C, H, kdim=11, vdim=13).state_dict())
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(key_padding_mask=torch.zeros(B, S + 1, dtype=torch.bool)), "key_padding_mask must have shape"),
+    (dict(attn_mask=torch.zeros(T, T, dtype=torch.bool)), "attn_mask must have shape"),
+    (dict(attn_mask=torch.zeros(T, S, dtype=torch.long)), "bool or float"),
+])
+def test_bad_masks(kw, match):
+    _, ours = pair(batch_first=True)
+    q, k = torch.randn(B, T, C), torch.randn(B, S, C)
+    with pytest.raises((ValueError, TypeError), match=match):
+        ours(q, k, k, **kw)
+
+
+def test_unsupported_options_are_rejected():
+    with pytest.raises(ValueError, match="add_bias_kv"):
+        gnn_attention.MultiheadAttention(C, H, add_bias_kv=True)
+    with pytest.raises(ValueError, match="3-D"):
+        pair(batch_first=True)[1](torch.randn(1, 2, 3, C), torch.randn(1, 2, 3, C), torch.randn(1, 2, 3, C))
