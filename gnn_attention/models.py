@@ -23,11 +23,15 @@ import torch
 from torch import Tensor, nn
 
 from . import graphs
+from .language_models import (DecoderOnlyConfig, DecoderOnlyModel, EncoderOnlyConfig,  # noqa: F401
+                              EncoderOnlyModel, pool)
 from .kv_cache import KVCache, decoder_step, init_cache
 from .packing import check_lengths, check_tokens, edges_to_dense, lengths_mask, pack, unpack
 from .positional import LearnedPositions, sinusoidal_encoding
 from .transformer import Transformer, TransformerConfig
 
+__all__ = ["DecoderOnlyConfig", "DecoderOnlyModel", "DenseSeq2SeqModel", "EncoderOnlyConfig",
+           "EncoderOnlyModel", "Seq2SeqConfig", "Seq2SeqModel", "pool"]
 POSITIONALS = ("sinusoidal", "learned")
 
 
