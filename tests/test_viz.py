@@ -151,3 +151,29 @@ def test_bigbird_like_is_window_plus_global_plus_random_blocks():
                                | torch.arange(9).eq(0).view(1, -1)
                                | torch.arange(9).eq(0).view(-1, 1)).sum())
     assert torch.equal(window_and_global, m)
+
+
+def test_plot_commands_write_figures_and_reject_bad_input(tmp_path, capsys):
+    from gnn_attention.cli import main
+
+    out = tmp_path / "p.png"
+    assert main(["plot", "patterns", "--length", "6", "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000
+    html = tmp_path / "a.html"
+    assert main(["plot", "attention", "a b c a", "--num-layers", "3", "--num-heads", "2",
+                 "--heatmap", str(tmp_path / "h.png"), "--html", str(html)]) == 0
+    assert html.read_text().count('"edges"') == 3  # one per layer
+    assert main(["plot", "alignment", "--src", "le chat", "--tgt", "the cat", "--out",
+                 str(tmp_path / "al.png")]) == 0
+    assert main(["plot", "attention", "a b", "--head", "7", "--out", str(out)]) == 2
+    assert "--head must be in 0..3" in capsys.readouterr().err
+    assert main(["plot", "attention", "a b", "--layer", "5", "--out", str(out)]) == 2
+
+
+def test_random_attention_rows_are_softmaxes_over_the_pattern():
+    from gnn_attention.commands.plot import random_attention
+
+    g, alphas = random_attention(list("abcde"), "causal", num_layers=2, num_heads=3)
+    assert len(alphas) == 2 and alphas[0].shape == (g.num_edges, 3)
+    sums = torch.zeros(g.num_dst, 3).index_add(0, g.edge_index[1], alphas[1])
+    assert torch.allclose(sums, torch.ones_like(sums), atol=1e-6)
