@@ -112,7 +112,8 @@ def dense_attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = No
         s = prepare_query(qc, score, score_weight, scale) @ kc.transpose(-1, -2)
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask.to(dtype)
-    m = s.detach().amax(-1, keepdim=True)
+    # amax cannot reduce zero keys (S = 0); every row is then empty and outputs zero.
+    m = s.detach().amax(-1, keepdim=True) if s.size(-1) else s.new_zeros(s.shape[:-1] + (1,))
     m = m.masked_fill(m == float("-inf"), 0.0)  # fully masked row: every exp() below is 0
     e = (s - m).exp()
     z = e.sum(-1, keepdim=True)

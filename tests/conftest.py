@@ -1,0 +1,30 @@
+"""Shared test configuration: hypothesis profiles for the property-based (fuzz) tests.
+
+Profiles (pick one with ``pytest --hypothesis-profile NAME`` or the environment variable
+``GNN_ATTENTION_HYPOTHESIS_PROFILE=NAME``; the command-line option wins):
+
+  * ``default``: every property test draws ``FUZZ_EXAMPLES_DEFAULT`` cases, so the fuzz suite
+    (``tests/test_fuzz.py``) generates >= 200 cases and runs in well under two minutes on 2 cores.
+  * ``long``: ``FUZZ_EXAMPLES_LONG`` cases per property test (>= 10,000 across the suite); minutes.
+  * ``ci``: like ``default`` but derandomised (the same cases every run), for bisecting.
+
+No deadline in any profile: the machines these tests run on are shared, and a slow case is not a
+wrong case. Shrinking stays on, so a failure is reported as a small reproducible example.
+"""
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+FUZZ_EXAMPLES_DEFAULT = 50
+FUZZ_EXAMPLES_LONG = 2000
+
+_common = dict(deadline=None, print_blob=True,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("default", max_examples=FUZZ_EXAMPLES_DEFAULT, **_common)
+settings.register_profile("ci", max_examples=FUZZ_EXAMPLES_DEFAULT, derandomize=True, **_common)
+settings.register_profile("long", max_examples=FUZZ_EXAMPLES_LONG, **_common)
+# The command-line option is applied by hypothesis' pytest plugin after this file is imported,
+# so it overrides the environment variable.
+settings.load_profile(os.environ.get("GNN_ATTENTION_HYPOTHESIS_PROFILE", "default"))
