@@ -162,7 +162,7 @@ def test_plot_commands_write_figures_and_reject_bad_input(tmp_path, capsys):
     html = tmp_path / "a.html"
     assert main(["plot", "attention", "a b c a", "--num-layers", "3", "--num-heads", "2",
                  "--heatmap", str(tmp_path / "h.png"), "--html", str(html)]) == 0
-    assert html.read_text().count('"edges"') == 3  # one per layer
+    assert html.read_text().count('"alpha": ') == 3  # one per layer
     assert main(["plot", "alignment", "--src", "le chat", "--tgt", "the cat", "--out",
                  str(tmp_path / "al.png")]) == 0
     assert main(["plot", "attention", "a b", "--head", "7", "--out", str(out)]) == 2
