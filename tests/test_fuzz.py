@@ -22,7 +22,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, note
+from hypothesis import event, given, note
 from hypothesis import strategies as st
 
 from fuzz_strategies import (TOL, assert_close, attention_inputs, backend_cannot_serve,
@@ -41,6 +41,21 @@ def _loss_and_grads(out, alpha, wrt, gen_seed):
                                retain_graph=True)
 
 
+def _events(g) -> None:
+    """Label the drawn graph (``--hypothesis-show-statistics`` prints how often each occurred)."""
+    deg = g.in_degree()
+    event("no edges" if g.num_edges == 0 else "has edges")
+    if g.num_edges and bool((deg == 0).any()):
+        event("isolated targets")
+    if bool((g.edge_index[0] == g.edge_index[1]).any()) and not g.bipartite:
+        event("self-loops")
+    if g.num_dst == 1 and g.num_src <= 1:
+        event("one-node graph")
+    if bool(((g.src_lengths > 3 * g.dst_lengths.clamp_min(1)) |
+             (g.dst_lengths > 3 * g.src_lengths.clamp_min(1))).any()):
+        event("very unequal source/target counts")
+
+
 # ---------------------------------------------------------------------------------------------
 # 1. message passing == dense reference == SDPA
 
@@ -54,6 +69,7 @@ def test_graph_attention_equals_dense_and_sdpa(g, data, as_graph):
     n_src, n_dst = graph.num_src, graph.num_dst
     x = data.draw(attention_inputs(n_src, n_dst, ei.size(1)))
     note(f"N_src={n_src} N_dst={n_dst} E={ei.size(1)} {x.describe()}")
+    _events(graph)
     tol_out, tol_grad = TOL[x.dtype]
     leaves = x.leaves()
 
@@ -217,8 +233,10 @@ def test_every_backend_equals_reference(g, data, raw):
             got, got_alpha = graph_attention(x.q, x.k, x.v, edges, backend=backend, **kw)
         except Exception as exc:  # noqa: BLE001 - re-raised unless it is the documented refusal
             if backend_cannot_serve(exc):
+                event(f"backend {backend}: refused the graph")
                 continue
             raise
+        event(f"backend {backend}: compared")
         assert_close(got, out, tol_out)
         assert_close(got_alpha, alpha, tol_out)
         for a, b in zip(_loss_and_grads(got, got_alpha, leaves, x.seed), ref_grads):
