@@ -9,7 +9,7 @@ A disjoint union of B complete (or causal) bipartite blocks is exactly
 * equal lengths: the packed ``[B T, H, D]`` node tensor *is* ``[B, T, H, D]``; a transpose (a view,
   no copy) gives SDPA's layout. Full and cross graphs need no mask; causal graphs whose alignment
   matches SDPA's (top-left, or bottom-right with T = S) use ``is_causal=True``; others a [T, S] mask.
-* unequal lengths: nodes are scattered into a zero-padded ``[B, T, H, D]`` and the graph's own
+* unequal lengths: nodes are gathered into a padded ``[B, T, H, D]`` and the graph's own
   edges become the boolean mask (True = allowed, SDPA's convention). Padded keys are never allowed;
   padded query rows are computed and dropped. One padded call was faster here than one SDPA call per
   distinct length (``gnn-attention bench``, pattern P6).
@@ -35,8 +35,9 @@ from .plan import DENSE_PATTERNS, cached, lengths
 class Layout:
     """How the graph's nodes and edges sit in ``[B, T, S]`` (cached per graph).
 
-    ``dst_pos [N_dst]`` / ``src_pos [N_src]``: row of each node in the padded ``[B T]`` / ``[B S]``
-    layout (None when lengths are equal: the packed tensor already is that layout);
+    ``dst_gather [B T]`` / ``src_gather [B S]``: node read into each padded slot (padding reads node
+    0: its keys are masked and its query rows dropped), ``dst_b``, ``dst_t [N_dst]``: slot of each
+    target; all None when lengths are equal (the packed tensor already is that layout);
     ``mask``: bool ``[B or 1, 1, T or 1, S]`` (True = allowed) or None.
     """
 
@@ -45,8 +46,10 @@ class Layout:
     S: int
     is_causal: bool
     mask: Tensor | None
-    dst_pos: Tensor | None
-    src_pos: Tensor | None
+    dst_gather: Tensor | None
+    src_gather: Tensor | None
+    dst_b: Tensor | None
+    dst_t: Tensor | None
 
 
 def _seq_and_pos(ptr: Tensor, node: Tensor):
@@ -85,29 +88,36 @@ def _build(graph, edge_index: Tensor, n_dst: int, n_src: int) -> Layout:
         flat = torch.zeros(B * T * S, dtype=torch.bool, device=dev)
         flat[_edge_pos(graph, edge_index, B, T, S)] = True  # edges form a set (validated)
         mask = flat.view(B, 1, T, S)
-    dst_pos = src_pos = None
-    if not uniform:
-        dst_pos = b_t_pos(graph.dst_ptr, T)
-        src_pos = b_t_pos(graph.src_ptr, S)
-    return Layout(B, T, S, is_causal, mask, dst_pos, src_pos)
+    if uniform:
+        return Layout(B, T, S, is_causal, mask, None, None, None, None)
+    dst_b, dst_t = _seq_and_pos(graph.dst_ptr, torch.arange(n_dst, device=dev))
+    return Layout(B, T, S, is_causal, mask, _gather_index(graph.dst_ptr, T),
+                  _gather_index(graph.src_ptr, S), dst_b, dst_t)
 
 
-def b_t_pos(ptr: Tensor, width: int) -> Tensor:
-    """Row ``b * width + t`` of every node of a packed batch in a padded ``[B, width]`` layout."""
-    node = torch.arange(int(ptr[-1]), device=ptr.device)
-    seq, pos = _seq_and_pos(ptr, node)
-    return seq * width + pos
+def _gather_index(ptr: Tensor, width: int) -> Tensor:
+    """``[B width]``: the node in slot (b, t) of a padded layout, 0 for padding slots."""
+    t = torch.arange(width, device=ptr.device).view(1, -1)
+    node = ptr[:-1].view(-1, 1) + t
+    return torch.where(t < ptr.diff().view(-1, 1), node, 0).flatten()
 
 
 def layout(graph, edge_index: Tensor, n_dst: int, n_src: int) -> Layout:
     return cached(graph, "dense", lambda: _build(graph, edge_index, n_dst, n_src))
 
 
-def _to_bhtd(x: Tensor, B: int, T: int, pos: Tensor | None) -> Tensor:
-    """``[N, H, D] -> [B, H, T, D]``: a view for equal lengths, a zero-padded scatter otherwise."""
-    if pos is not None:
-        x = x.new_zeros(B * T, x.size(1), x.size(2)).index_copy(0, pos, x)
+def _to_bhtd(x: Tensor, B: int, T: int, gather: Tensor | None) -> Tensor:
+    """``[N, H, D] -> [B, H, T, D]``: a view for equal lengths, one padded gather otherwise."""
+    if gather is not None:
+        x = x.index_select(0, gather)
     return x.view(B, T, x.size(1), x.size(2)).transpose(1, 2)
+
+
+def _additive(graph, mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """The boolean mask as 0 / -inf in ``dtype``, cached: SDPA would convert it at every call."""
+    return cached(graph, ("dense_mask", dtype),
+                  lambda: torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+                  .masked_fill(~mask, float("-inf")))
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor,
@@ -123,17 +133,20 @@ def attention(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor,
     if B * T == 0 or S == 0:  # nothing to attend to: every output row is zero
         return q.new_zeros(n_dst, H, Dv) + (q.sum() + k.sum() + v.sum()) * 0
     mask, is_causal = lay.mask, lay.is_causal
+    if mask is not None:
+        mask = _additive(graph, mask, q.dtype)
     if edge_bias is not None:  # -inf everywhere, the bias on the edges
         Hb = edge_bias.size(1)
         pos = cached(graph, "dense_edge_pos", lambda: _edge_pos(graph, edge_index, B, T, S))
         fm = q.new_full((B * T * S, Hb), float("-inf")).index_put((pos,), edge_bias)
         mask, is_causal = fm.view(B, T, S, Hb).permute(0, 3, 1, 2), False
-    q4 = _to_bhtd(q, B, T, lay.dst_pos)
-    k4, v4 = _to_bhtd(k, B, S, lay.src_pos), _to_bhtd(v, B, S, lay.src_pos)
+    q4 = _to_bhtd(q, B, T, lay.dst_gather)
+    k4, v4 = _to_bhtd(k, B, S, lay.src_gather), _to_bhtd(v, B, S, lay.src_gather)
     out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=mask, is_causal=is_causal,
                                          scale=scale)
-    out = out.transpose(1, 2).reshape(B * T, H, Dv)
-    return out if lay.dst_pos is None else out.index_select(0, lay.dst_pos)
+    if lay.dst_b is not None:
+        return out[lay.dst_b, :, lay.dst_t]  # one gather back to the packed node order
+    return out.transpose(1, 2).reshape(B * T, H, Dv)
 
 
 def estimate(graph, n_dst: int, n_src: int, H: int, D: int, Dv: int, itemsize: int,

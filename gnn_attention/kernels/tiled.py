@@ -13,8 +13,8 @@ L = K + a + b positions around it. Every tile is one "head" of a 4-D SDPA call
     q: [H, G M, K, D],   k, v: [H, G M, L, D],   mask: [1, G M, K, L] (True = allowed)
 
 so the work is G M K L ~ B T (2w/d + K) dot products instead of B T^2 for the dense mask. Queries
-and keys are gathered into this layout with one precomputed index each (out-of-range keys read a
-zero row and are masked), and outputs are gathered back. ``edge_bias`` becomes a float mask over
+and keys are gathered once into per-subsequence buffers (out-of-range keys read node 0 and are
+masked); the key tiles are overlapping strided views of their buffer, and outputs are gathered back. ``edge_bias`` becomes a float mask over
 the tiles (-inf outside the graph).
 """
 from __future__ import annotations
@@ -35,17 +35,22 @@ TILE = 64  # queries per tile: bench P3 (w = 32..256) ran fastest near 64 on thi
 class Tiles:
     """Gather indices and the mask of the tile layout (cached per graph).
 
-    ``q_idx [G M K]`` / ``k_idx [G M L]``: node read into each query / key slot (N = a zero row);
-    ``out_idx [N]``: query slot holding each node; ``mask [1, G M, K, L]``.
+    Each subsequence g owns P = (M + c) K buffer rows, c = ceil((a + b) / K): query u sits at row
+    u, key u' at row u' + a, so tile j reads queries ``[jK, jK + K)`` and keys ``[jK, jK + L)`` of
+    the buffer, i.e. the key tiles are overlapping strided *views* of one buffer (no L/K-fold copy).
+    The c trailing tiles of each subsequence are fully masked and ignored.
+    ``q_idx [G P]`` / ``k_idx [G P + L]``: node read into each buffer row (slots outside the
+    sequence read node 0: they are masked, so any finite value serves); ``out_tile [N]`` /
+    ``out_row [N]``: tile and row of each query node; ``mask [1, G (M + c), K, L]``.
     """
 
-    G: int
-    M: int
+    R: int
     K: int
     L: int
     q_idx: Tensor
     k_idx: Tensor
-    out_idx: Tensor
+    out_tile: Tensor
+    out_row: Tensor
     mask: Tensor
 
 
@@ -80,40 +85,50 @@ def _build(graph: TokenGraph) -> Tiles:
     T, d, a, b, n, K = _shape(graph)
     B = lengths(graph).B
     M, L, G = -(-n // K), K + a + b, B * d
-    dev, N = graph.device, B * T
-    g = torch.arange(G, device=dev).view(G, 1, 1)
+    c = -(-(a + b) // K)
+    P, dev, N = (M + c) * K, graph.device, B * T
+    g = torch.arange(G, device=dev).view(G, 1)
     seq, r = g // d, g % d
-    i = torch.arange(M, device=dev).view(1, M, 1)
-    u = i * K + torch.arange(K, device=dev).view(1, 1, K)                 # query slot -> u
-    t = r + d * u
-    q_idx = torch.where(t < T, seq * T + t, N).flatten()
-    u2 = i * K - a + torch.arange(L, device=dev).view(1, 1, L)            # key slot -> u'
-    s = r + d * u2
-    k_ok = (u2 >= 0) & (s < T)
-    k_idx = torch.where(k_ok, seq * T + s, N).flatten()
-    c = torch.arange(L, device=dev).view(1, L) - torch.arange(K, device=dev).view(K, 1)
-    band = (c >= 0) & (c <= a + b)                                        # u' - u in [-a, b]
-    mask = (band.view(1, 1, K, L) & k_ok.view(G, M, 1, L)).view(1, G * M, K, L)
+    p = torch.arange(P, device=dev).view(1, P)
+    t = r + d * p                                              # query row p holds u = p
+    q_idx = torch.where(t < T, seq * T + t, 0).flatten()
+    s = r + d * (p - a)                                        # key row p holds u' = p - a
+    k_idx = torch.where((p >= a) & (s < T), seq * T + s, 0).flatten()
+    k_idx = torch.cat([k_idx, k_idx.new_zeros(L)])            # the last tile's view overhangs
+    j = torch.arange(M + c, device=dev).view(1, M + c, 1)
+    u2 = j * K - a + torch.arange(L, device=dev).view(1, 1, L)  # key slot of tile j -> u'
+    k_ok = (u2 >= 0) & (r.view(G, 1, 1) + d * u2 < T) & (j < M)
+    cc = torch.arange(L, device=dev).view(1, L) - torch.arange(K, device=dev).view(K, 1)
+    band = (cc >= 0) & (cc <= a + b)                           # u' - u in [-a, b]
+    mask = (band.view(1, 1, K, L) & k_ok.view(G, M + c, 1, L)).view(1, G * (M + c), K, L)
     node = torch.arange(N, device=dev)
     tt = node % T
-    out_idx = ((node // T * d + tt % d) * M * K + tt // d)
-    return Tiles(G, M, K, L, q_idx, k_idx, out_idx, mask)
+    row = (node // T * d + tt % d) * P + tt // d
+    return Tiles(G * (M + c), K, L, q_idx, k_idx, row // K, row % K, mask)
 
 
 def _edge_slots(graph: TokenGraph, tl: Tiles) -> Tensor:
-    """Flat position of every edge in the ``[G M, K, L]`` tile grid."""
+    """Flat position of every edge in the ``[G (M + c), K, L]`` tile grid."""
     T, d, a, _, _, K = _shape(graph)
+    per_g = tl.R // (lengths(graph).B * d)  # M + c tiles per subsequence
     src, dst = graph.edge_index
     seq, t, s = dst // T, dst % T, src % T
     u, u2 = t // d, s // d
-    g, i = seq * d + t % d, u // K
-    return ((g * tl.M + i) * K + u % K) * tl.L + (u2 - i * K + a)
+    g, j = seq * d + t % d, u // K
+    return ((g * per_g + j) * K + u % K) * tl.L + (u2 - j * K + a)
 
 
-def _gather(x: Tensor, idx: Tensor, rows: int, width: int) -> Tensor:
-    """``x [N, H, D]`` -> ``[H, rows, width, D]`` slots (index N reads zeros)."""
-    x = torch.cat([x, x.new_zeros(1, x.size(1), x.size(2))])
-    return x.index_select(0, idx).view(rows, width, x.size(1), x.size(2)).permute(2, 0, 1, 3)
+def _key_tiles(buf: Tensor, R: int, K: int, L: int) -> Tensor:
+    """Overlapping ``[H, R, L, D]`` view of a ``[R K + L, H, D]`` buffer: tile j = rows jK..jK+L."""
+    H, D = buf.size(1), buf.size(2)
+    return buf.as_strided((H, R, L, D), (D, K * H * D, H * D, 1))
+
+
+def _additive(graph, mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """The boolean mask as 0 / -inf in ``dtype``, cached: SDPA would convert it at every call."""
+    return cached(graph, ("tiled_mask", dtype),
+                  lambda: torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+                  .masked_fill(~mask, float("-inf")))
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, graph: TokenGraph, edge_bias: Tensor | None,
@@ -126,26 +141,26 @@ def attention(q: Tensor, k: Tensor, v: Tensor, graph: TokenGraph, edge_bias: Ten
     if N == 0:
         return q.new_zeros(0, H, Dv) + (q.sum() + k.sum() + v.sum()) * 0
     tl = cached(graph, "tiled", lambda: _build(graph))
-    rows = tl.G * tl.M
-    mask = tl.mask
+    R, K, L = tl.R, tl.K, tl.L
+    mask = _additive(graph, tl.mask, q.dtype)
     if edge_bias is not None:
         slots = cached(graph, "tiled_edge_slots", lambda: _edge_slots(graph, tl))
         Hb = edge_bias.size(1)
-        fm = q.new_full((rows * tl.K * tl.L, Hb), float("-inf")).index_put((slots,), edge_bias)
-        mask = fm.view(rows, tl.K, tl.L, Hb).permute(3, 0, 1, 2)
-    q4 = _gather(q, tl.q_idx, rows, tl.K)
-    k4, v4 = _gather(k, tl.k_idx, rows, tl.L), _gather(v, tl.k_idx, rows, tl.L)
+        fm = q.new_full((R * K * L, Hb), float("-inf")).index_put((slots,), edge_bias)
+        mask = fm.view(R, K, L, Hb).permute(3, 0, 1, 2)
+    q4 = q.index_select(0, tl.q_idx).view(R, K, H, -1).permute(2, 0, 1, 3)
+    k4 = _key_tiles(k.index_select(0, tl.k_idx), R, K, L)
+    v4 = _key_tiles(v.index_select(0, tl.k_idx), R, K, L)
     out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=mask, scale=scale)
-    out = out.permute(1, 2, 0, 3).reshape(rows * tl.K, H, Dv)
-    return out.index_select(0, tl.out_idx)
+    return out[:, tl.out_tile, tl.out_row].transpose(0, 1)  # one gather back to node order
 
 
 def estimate(graph: TokenGraph, H: int, D: int, Dv: int, itemsize: int, bias_heads: int) -> int:
-    """Bytes: tile copies of q, k, v and the output (x2 for gradients), indices and mask."""
-    _T, d, a, b, n, K = _shape(graph)
-    slots = lengths(graph).B * d * -(-n // K) * K if n else 0
+    """Bytes: q/k/v buffers and the output (x2 for gradients), indices and the mask."""
+    _, d, a, b, n, K = _shape(graph)
     L = K + a + b
-    total = 2 * H * slots * (D + (D + Dv) * L / K + Dv) * itemsize + slots * (L + 24)
+    rows = lengths(graph).B * d * (-(-n // K) + -(-(a + b) // K)) * K if n else 0
+    total = 2 * H * rows * (2 * D + 2 * Dv) * itemsize + rows * (L + 24)
     if bias_heads:
-        total += 3 * bias_heads * slots * L * itemsize
+        total += 3 * bias_heads * rows * L * itemsize
     return int(total)
