@@ -9,15 +9,14 @@ Beam score (GNMT, Wu et al. 2016):  score(Y) = log P(Y | X) / lp(Y),  lp(Y) = ((
 A *stepper* turns "the next token of every sequence" into next-token log-probabilities:
 ``_Incremental`` feeds one token per sequence through ``model.decode_step`` with a
 :class:`~gnn_attention.kv_cache.KVCache` (a step costs O(L * C) per layer); ``_Recompute``
-re-runs ``model.decode`` over the whole prefix (O(L^2 * C) per layer), which also works for the dense
-twin (``Seq2SeqModel.to_dense()``). Both decode in ``torch.no_grad()``; put the model in ``eval()``
-mode first (dropout would make the search random).
+re-runs ``model.decode`` over the whole prefix (O(L^2 * C) per layer), which also works for the
+dense twin (``Seq2SeqModel.to_dense()``). Both decode in ``torch.no_grad()``; put the model in
+``eval()`` mode first (dropout would make the search random).
 
 Outputs are token lists without BOS and EOS.
 """
 from __future__ import annotations
 
-import math
 from typing import List, Optional
 
 import torch

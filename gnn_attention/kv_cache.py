@@ -73,8 +73,9 @@ def padded_cross_graph(src_lengths: Tensor, S_max: int, device=None) -> TokenGra
     dst = torch.repeat_interleave(torch.arange(B), n)
     start = torch.cat([n.new_zeros(1), n.cumsum(0)[:-1]])
     src = dst * S_max + torch.arange(dst.numel()) - start[dst]
-    return from_edge_index(torch.stack([src, dst]), torch.full((B,), S_max), torch.ones(B, dtype=torch.long),
-                           Pattern("cross_padded"), bipartite=True, device=device)
+    return from_edge_index(torch.stack([src, dst]), torch.full((B,), S_max),
+                           torch.ones(B, dtype=torch.long), Pattern("cross_padded"),
+                           bipartite=True, device=device)
 
 
 def init_cache(decoder: Decoder, memory: Tensor, src_lengths: Tensor) -> KVCache:

@@ -1,4 +1,5 @@
-"""The two halves of the Transformer as graph networks: BERT-style encoder-only, GPT-style decoder-only.
+"""The two halves of the Transformer as graph networks: BERT-style encoder-only and GPT-style
+decoder-only.
 
 Notation: B batch, T padded length, C = d_model, H heads, V vocabulary, L layers; N valid tokens
 (nodes), E edges j -> i of the (full or causal) self-attention graph.
@@ -131,7 +132,7 @@ class EncoderOnlyModel(nn.Module):
 def pool(hidden: Tensor, attention_mask: Optional[Tensor] = None, mode: str = "mean",
          normalize: bool = False) -> Tensor:
     r"""Sentence vectors from token states: ``"mean"`` over valid tokens
-    (:math:`\sum_t m_t h_t / \sum_t m_t`, zero for an empty sentence) or ``"cls"`` (the first token);
+    (:math:`\sum_t m_t h_t / \sum_t m_t`, zero for an empty sentence) or ``"cls"`` (first token);
     ``normalize`` divides by the L2 norm (sentence-transformers' ``Normalize``).
 
     **Shapes:** ``hidden [B, T, C]``, ``attention_mask [B, T]`` -> ``[B, C]``.

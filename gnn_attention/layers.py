@@ -1,4 +1,4 @@
-"""Transformer layers and stacks on token graphs: every attention is a :class:`MultiheadAttentionConv`.
+"""Transformer layers and stacks on token graphs; every attention is a ``MultiheadAttentionConv``.
 
 Notation: N nodes (all tokens of a batch, packed: no padding), N_src memory (encoder) nodes,
 N_dst decoder nodes, C = d_model, F = dim_feedforward, H heads, D = C / H; B sequences, L cached
@@ -142,8 +142,8 @@ class DecoderLayer(_FeedForward):
                 self_bias: Optional[Tensor] = None, cross_bias: Optional[Tensor] = None,
                 need_weights: bool = False):
         def cross(h):
-            res = self.multihead_attn((memory, h), cross_graph, return_attention_weights=need_weights,
-                                      edge_bias=cross_bias)
+            res = self.multihead_attn((memory, h), cross_graph, edge_bias=cross_bias,
+                                      return_attention_weights=need_weights)
             return (res[0], res[1][1]) if need_weights else (res, None)
 
         x, a_self = self._residual(x, lambda h: self_attention(self.self_attn, h, self_graph,
@@ -173,8 +173,9 @@ class DecoderLayer(_FeedForward):
             return attend(self.self_attn, q, flat(k), flat(v), self_graph), None
 
         def cross(h):
-            q = F.linear(h, *self.multihead_attn._projection(0)).view(B, -1, self.multihead_attn.head_dim)
-            return attend(self.multihead_attn, q, *memory_kv, cross_graph), None
+            a = self.multihead_attn
+            q = F.linear(h, *a._projection(0)).view(B, a.num_heads, a.head_dim)
+            return attend(a, q, *memory_kv, cross_graph), None
 
         x, _ = self._residual(x, sa, self.norm1, self.dropout1)
         x, _ = self._residual(x, cross, self.norm2, self.dropout2)

@@ -14,7 +14,6 @@ built once per call from the lengths. ``to_dense()`` returns the same model whos
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Optional

@@ -35,7 +35,8 @@ def node_positions(lengths, device=None) -> Tensor:
     return (torch.arange(seq.numel()) - start[seq]).to(device)
 
 
-def sinusoidal_encoding(positions: Tensor, d_model: int, dtype: torch.dtype = torch.float32) -> Tensor:
+def sinusoidal_encoding(positions: Tensor, d_model: int,
+                        dtype: torch.dtype = torch.float32) -> Tensor:
     r"""Vaswani et al.'s fixed encoding, one row per position.
 
     .. math:: PE(p, 2i) = \sin(p / 10000^{2i/C}), \qquad PE(p, 2i+1) = \cos(p / 10000^{2i/C})
@@ -82,7 +83,9 @@ def rotary_tables(positions: Tensor, head_dim: int, base: float = 10000.0,
                   dtype: torch.dtype = torch.float32) -> Tuple[Tensor, Tensor]:
     r"""``(cos, sin)`` of the rotation angles ``p * base^{-2i/D}`` for each node, i < D/2.
 
-    Built once per batch and shared by every layer. **Shapes:** ``positions [N]`` -> two ``[N, D/2]``.
+    Built once per batch and shared by every layer.
+
+    **Shapes:** ``positions [N]`` -> two ``[N, D/2]``.
     """
     if head_dim % 2:
         raise ValueError(f"rotary embeddings need an even head width, got {head_dim}")

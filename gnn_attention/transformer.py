@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-import torch
 from torch import Tensor, nn
 
 from .layers import ACTIVATIONS, Decoder, DecoderLayer, Encoder, EncoderLayer
@@ -67,7 +66,8 @@ class Transformer(nn.Module):
 
     Same constructor (``custom_encoder``/``custom_decoder`` excepted) and forward contract:
     ``forward(src, tgt, src_mask, tgt_mask, memory_mask, src_key_padding_mask,
-    tgt_key_padding_mask, memory_key_padding_mask, src_is_causal, tgt_is_causal, memory_is_causal)``.
+    tgt_key_padding_mask, memory_key_padding_mask, src_is_causal, tgt_is_causal,
+    memory_is_causal)``.
     ``*_is_causal=True`` builds the causal graph (top-left aligned) even without a mask. One
     difference, on purpose: a query with no allowed key outputs zero attention instead of NaN.
 
@@ -99,7 +99,8 @@ class Transformer(nn.Module):
         self._reset_parameters()
 
     @classmethod
-    def from_config(cls, config: TransformerConfig, batch_first: bool = True, **kw) -> "Transformer":
+    def from_config(cls, config: TransformerConfig, batch_first: bool = True,
+                    **kw) -> "Transformer":
         return cls(**asdict(config), batch_first=batch_first, **kw)
 
     def _reset_parameters(self) -> None:

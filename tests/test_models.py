@@ -8,6 +8,16 @@ from gnn_attention.models import (DecoderOnlyConfig, DecoderOnlyModel, DenseSeq2
                                   EncoderOnlyConfig, EncoderOnlyModel, Seq2SeqConfig,
                                   Seq2SeqModel, pool)
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: extra threads only add synchronisation cost (large on a shared machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 B, S, T, H, C, F, V_SRC, V_TGT = 3, 7, 5, 3, 33, 17, 13, 11
 OUT_TOL, GRAD_TOL = 1e-5, 1e-4
 
@@ -22,7 +32,8 @@ def seq2seq(seed=0, **kw):
 
 def batch(seed=1):
     g = torch.Generator().manual_seed(seed)
-    src, tgt = torch.randint(1, V_SRC, (B, S), generator=g), torch.randint(1, V_TGT, (B, T), generator=g)
+    src = torch.randint(1, V_SRC, (B, S), generator=g)
+    tgt = torch.randint(1, V_TGT, (B, T), generator=g)
     return src, torch.tensor([7, 4, 2]), tgt, torch.tensor([5, 3, 1])
 
 
@@ -31,7 +42,8 @@ def batch(seed=1):
 def test_seq2seq_matches_dense_twin_forward_and_backward(positional, norm_first, tie):
     model = seq2seq(positional=positional, norm_first=norm_first, tie_embeddings=tie)
     dense = model.to_dense()
-    assert isinstance(dense, DenseSeq2SeqModel) and isinstance(dense.transformer, torch.nn.Transformer)
+    assert isinstance(dense, DenseSeq2SeqModel)
+    assert isinstance(dense.transformer, torch.nn.Transformer)
     src, sl, tgt, tl = batch()
     out, ref = model(src, sl, tgt, tl), dense(src, sl, tgt, tl)
     assert out.shape == (B, T, V_TGT)
@@ -81,8 +93,9 @@ def test_cross_attention_maps():
     layer = model.transformer.decoder.layers[0]
     memory = model.encode(src, sl)
     x = model.embed(tgt, "tgt")
-    h = layer.norm1(x + layer.self_attn.to_torch()(x, x, x, attn_mask=torch.ones(T, T).triu(1).bool(),
-                                                      need_weights=False)[0])
+    future = torch.ones(T, T).triu(1).bool()  # True = blocked
+    sa = layer.self_attn.to_torch()
+    h = layer.norm1(x + sa(x, x, x, attn_mask=future, need_weights=False)[0])
     mha = layer.multihead_attn.to_torch()
     _, ref = mha(h, memory, memory, key_padding_mask=torch.arange(S) >= sl.view(-1, 1),
                  average_attn_weights=False)
@@ -187,6 +200,7 @@ def test_decoder_only_positions_matter_and_config_errors():
     model = DecoderOnlyModel(DecoderOnlyConfig(vocab_size=19, d_model=36, nhead=3, num_layers=1,
                                                dim_feedforward=F, dropout=0.0,
                                                positional="rotary")).eval()
+
     x = torch.tensor([[3, 5, 3, 5]])
     out = model(x)
     assert (out[0, 1] - out[0, 3]).abs().max() > 1e-4  # same token, same context set, other place

@@ -12,6 +12,16 @@ from gnn_attention.positional import (LearnedPositions, T5RelativeBias, alibi_bi
                                       sinusoidal_encoding, t5_bucket)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: extra threads only add synchronisation cost (large on a shared machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
 def test_node_positions_restart_per_sequence():
     assert node_positions([3, 0, 2]).tolist() == [0, 1, 2, 0, 1]
 
@@ -83,6 +93,7 @@ def test_edge_positions_local_and_bottom_right():
     t, s = edge_positions(g)
     assert list(zip(t.tolist(), s.tolist())) == [(0, 0), (1, 0), (1, 1),
                                                  (0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2)]
+
     # One new query over 4 keys: it is position 3 of its sequence, not 0.
     step = graphs.causal([1], align="bottom_right", src_lengths=[4])
     t, s = edge_positions(step, align="bottom_right")

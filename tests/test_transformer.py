@@ -9,6 +9,16 @@ from gnn_attention import graphs
 from gnn_attention.layers import EncoderLayer
 from gnn_attention.transformer import Transformer, TransformerConfig
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: extra threads only add synchronisation cost (large on a shared machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # Pairwise-distinct sizes: a swapped axis fails loudly. C = H * D = 3 * 11.
 B, S, T, H, C, F = 3, 7, 5, 3, 33, 17
 OUT_TOL, GRAD_TOL = 1e-5, 1e-4  # float32 against torch: accumulated rounding only
@@ -87,11 +97,13 @@ def test_weight_interop_both_ways():
     ref, ours = make_pair(norm_first=True, activation="gelu")
     assert list(ours.state_dict()) == list(ref.state_dict())  # same names, same order
     back = ours.to_torch()
-    assert isinstance(back, nn.Transformer) and back.batch_first and back.encoder.layers[0].norm_first
+    assert isinstance(back, nn.Transformer) and back.batch_first
+    assert back.encoder.layers[0].norm_first
     src, tgt, _, _ = inputs()
     assert torch.equal(back.eval()(src, tgt), ref.eval()(src, tgt))
     fresh = Transformer(C, H, 2, 2, F, dropout=0.0, batch_first=True, norm_first=True,
                         activation=torch.nn.functional.gelu)
+
     fresh.load_state_dict(ref.state_dict())
     assert (fresh(src, tgt) - ref(src, tgt)).abs().max() <= OUT_TOL
 
