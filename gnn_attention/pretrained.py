@@ -65,7 +65,7 @@ def bert_config(directory: PathLike) -> EncoderOnlyConfig:
     """An :class:`EncoderOnlyConfig` from a Hugging Face BERT ``config.json``.
 
     Only what this encoder computes is accepted: absolute learned positions and gelu (erf form).
-    Dropout probabilities are carried over; they act only in training mode.
+    ``hidden_dropout_prob`` becomes the encoder's one dropout rate (training mode only).
     """
     path = Path(directory) / "config.json"
     cfg = json.loads(path.read_text())

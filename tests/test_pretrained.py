@@ -122,6 +122,13 @@ def test_unsupported_config_is_rejected(tmp_path, key, value):
         pretrained.load_bert(write_checkpoint(tmp_path, bert_tensors(), **{key: value}))
 
 
+def test_position_ids_must_be_absolute(tmp_path):
+    tensors = bert_tensors()
+    tensors["embeddings.position_ids"] = torch.arange(13).flip(0).unsqueeze(0)
+    with pytest.raises(ValueError, match="position_ids"):
+        pretrained.load_bert(write_checkpoint(tmp_path, tensors))
+
+
 def test_missing_files_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         pretrained.load_bert(tmp_path)
@@ -143,23 +150,25 @@ def valid_rows(x, mask):
 
 
 @needs_transformers
-def test_tiny_random_bert_roundtrip(tmp_path):
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_tiny_random_bert_roundtrip(tmp_path, dtype, tol):
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
     hf = BertModel(BertConfig(**TINY, hidden_act="gelu", attn_implementation="eager")).eval()
     hf.save_pretrained(tmp_path, safe_serialization=True)
     (tmp_path / "tokenizer.json").write_text("{}")
-    model = pretrained.load_bert(tmp_path)
+    model = pretrained.load_bert(tmp_path, dtype=dtype)
+    assert next(model.parameters()).dtype == dtype
     ids = torch.randint(1, TINY["vocab_size"], (3, 11))
     mask = torch.ones(3, 11, dtype=torch.long)
     mask[1, 7:] = 0
     mask[2, 2:] = 0
     types = torch.randint(0, 2, (3, 11))
     with torch.no_grad():
-        ref = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+        ref = hf.to(dtype)(input_ids=ids, attention_mask=mask, token_type_ids=types)
         out = model(ids, mask, types)
-    assert (valid_rows(out, mask) - valid_rows(ref, mask)).abs().max() <= 1e-5
+    assert (valid_rows(out, mask) - valid_rows(ref.last_hidden_state, mask)).abs().max() <= tol
 
 
 # -- the real all-MiniLM-L6-v2 against BertModel --------------------------------------------------
@@ -281,3 +290,8 @@ def test_tokenizer_pads_to_the_longest_sentence(minilm):
     assert pretrained.tokens(tokenizer, "Hi!") == ["[CLS]", "hi", "!", "[SEP]"]
     with pytest.raises(ValueError, match="non-empty list"):
         pretrained.encode(tokenizer, "Hi!")
+    # truncation: sentence-transformers' max_seq_length (256) by default, or as asked
+    assert pretrained.encode(tokenizer, ["word " * 300])["input_ids"].shape == (1, 256)
+    short = pretrained.load_tokenizer(minilm[0], max_length=5)
+    assert pretrained.tokens(short, "A somewhat longer sentence here.") == \
+        ["[CLS]", "a", "somewhat", "longer", "[SEP]"]
