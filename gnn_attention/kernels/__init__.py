@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 from ..functional import _compute_dtype, prepare_query, reference_attention
@@ -80,11 +79,12 @@ def dispatch(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor, *,
         raise ValueError(f"backend 'tiled' cannot run {graph!r}: {tiled.check(graph)}")
     n_dst, H, D = q.shape
     n_src, Dv, E = k.size(0), v.size(-1), edge_index.size(1)
-    dtype = _compute_dtype(q.dtype)
     bias_heads = 0 if edge_bias is None else edge_bias.size(1)
-    est = _estimate(name, graph, n_dst, n_src, E, H, D, Dv, torch.empty((), dtype=dtype)
-                    .element_size(), bias_heads)
-    memory.guard(name, est, _describe(graph, n_dst, n_src, E, H, D, Dv))
+    itemsize = _compute_dtype(q.dtype).itemsize
+    est = plan.cached(graph, ("estimate", name, H, D, Dv, itemsize, bias_heads),
+                      lambda: _estimate(name, graph, n_dst, n_src, E, H, D, Dv, itemsize,
+                                        bias_heads))
+    memory.guard(name, est, lambda: _describe(graph, n_dst, n_src, E, H, D, Dv))
 
     kw = {"edge_bias": edge_bias, "score": score, "score_weight": score_weight, "scale": scale}
     if name == "reference":
@@ -95,6 +95,7 @@ def dispatch(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor, *,
         out = out.to(v.dtype)
         return (out, alpha.to(q.dtype)) if return_attention_weights else out
     # dense / tiled: SDPA takes the scale itself, so scaled/dot scores need no copy of q
+    dtype = _compute_dtype(q.dtype)
     half_bias = edge_bias is not None and q.dtype != dtype
     qs, ks, vs = (t.to(dtype) for t in (q, k, v)) if half_bias else (q, k, v)
     if score == "general":

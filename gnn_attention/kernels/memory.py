@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 
 ENV_VAR = "GNN_ATTENTION_MEMORY_LIMIT"
 DEFAULT_LIMIT = 8 * 2**30
@@ -53,15 +54,16 @@ def human(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover
 
 
-def guard(kernel: str, estimate: int, what: str) -> None:
+def guard(kernel: str, estimate: int, what: Callable[[], str]) -> None:
     """Raise :class:`AttentionMemoryError` if ``estimate`` bytes exceed the limit.
 
-    ``what`` describes the problem size (graph, heads, widths) for the message.
+    ``what()`` describes the problem size (graph, heads, widths) for the message (called only
+    when raising: formatting it costs more than the check).
     """
     cap = limit()
     if cap and estimate > cap:
         raise AttentionMemoryError(
-            f"the {kernel!r} attention kernel would need about {human(estimate)} for {what}, over "
+            f"the {kernel!r} attention kernel would need about {human(estimate)} for {what()}, over "
             f"the limit of {human(cap)}. Use a sparser pattern (e.g. a window) or a smaller batch, "
             f"or raise the limit with the environment variable {ENV_VAR} (e.g. "
             f"{ENV_VAR}=32GiB, or 'off')")
