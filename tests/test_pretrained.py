@@ -129,6 +129,21 @@ def test_position_ids_must_be_absolute(tmp_path):
         pretrained.load_bert(write_checkpoint(tmp_path, tensors))
 
 
+def test_dense_attention_maps_by_hand():
+    # sentences of 2 and 1 tokens padded to T=3 (left-padded second row: nodes follow the mask)
+    mask = torch.tensor([[1, 1, 0], [0, 1, 0]])
+    edge_index = torch.tensor([[0, 1, 0, 1, 2],    # source j (key)
+                               [0, 0, 1, 1, 2]])   # target i (query)
+    alpha = torch.tensor([[0.25], [0.75], [0.5], [0.5], [1.0]])
+    (out,) = pretrained.dense_attention_maps([(edge_index, alpha)], mask)
+    expected = torch.zeros(2, 1, 3, 3)
+    expected[0, 0, :2, :2] = torch.tensor([[0.25, 0.75], [0.5, 0.5]])
+    expected[1, 0, 1, 1] = 1.0
+    assert torch.equal(out, expected)
+    with pytest.raises(ValueError, match="two different sentences"):
+        pretrained.dense_attention_maps([(torch.tensor([[2], [0]]), alpha[:1])], mask)
+
+
 def test_missing_files_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         pretrained.load_bert(tmp_path)
