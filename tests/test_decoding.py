@@ -129,12 +129,13 @@ def test_beam_search_equals_dense_twin_and_beam_one_is_greedy():
         assert ours == dense
 
 
+@torch.no_grad()
 def _normalized_score(m, src, sl, hyp, finished, alpha):
     tgt = torch.tensor([[BOS] + hyp])
     logp = torch.log_softmax(m(src, sl, tgt, torch.tensor([tgt.size(1)]))[0], -1)
     target = hyp + [EOS] if finished else hyp
-    total = sum(logp[i, tok] for i, tok in enumerate(target))
-    return float(total) / gnmt_length_penalty(len(target), alpha)
+    total = sum(float(logp[i, tok]) for i, tok in enumerate(target))
+    return total / gnmt_length_penalty(len(target), alpha)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 1.5])
@@ -143,19 +144,36 @@ def test_exhaustive_beam_search_finds_the_best_hypothesis(alpha):
     the best of all hypotheses up to max_len under log P / lp (checked by enumeration)."""
     V, max_len = 5, 3
     m = model(seed=3, eos_bias=1.0, vocab=V)
-    src, sl = source()
-    src, sl = src[:1], sl[:1]
     words = [t for t in range(V) if t != EOS]
     # Finished hypotheses: n - 1 words then EOS (n <= max_len); unfinished: max_len words.
     hyps = [(list(p), True) for n in range(1, max_len + 1)
             for p in itertools.product(words, repeat=n - 1)]
     hyps += [(list(p), False) for p in itertools.product(words, repeat=max_len)]
-    scored = [(_normalized_score(m, src, sl, h, fin, alpha), h) for h, fin in hyps]
-    best = max(scored, key=lambda x: x[0])
-    got = beam_search(m, src, sl, BOS, EOS, max_len, beam_size=64, length_penalty=alpha,
-                      early_stop=False)
+    src, sl = source()
+    for b in range(B):
+        one, one_len = src[b:b + 1], sl[b:b + 1]
+        best = max(hyps, key=lambda h: _normalized_score(m, one, one_len, h[0], h[1], alpha))
+        got = beam_search(m, one, one_len, BOS, EOS, max_len, beam_size=64,
+                          length_penalty=alpha, early_stop=False)
+        assert got == [best[0]]
 
-    assert got == [best[1]]
+
+def test_no_early_stop_never_scores_worse_and_sometimes_better():
+    """Searching on after K hypotheses have finished can only add candidates; with the exact
+    bound it stops once none can win. Seed, bias and alpha are chosen so that the two differ
+    (asserted below), which exercises the bound."""
+    alpha, max_len = 2.0, 10
+    m = model(seed=0, eos_bias=2.0)
+    src, sl = source(0)
+    early = beam_search(m, src, sl, BOS, EOS, max_len, beam_size=2, length_penalty=alpha)
+    full = beam_search(m, src, sl, BOS, EOS, max_len, beam_size=2, length_penalty=alpha,
+                       early_stop=False)
+
+    def score(b, hyp):
+        return _normalized_score(m, src[b:b + 1], sl[b:b + 1], hyp, len(hyp) < max_len, alpha)
+
+    gains = [score(b, full[b]) - score(b, early[b]) for b in range(B)]
+    assert min(gains) >= -1e-6 and max(gains) > 1e-3
 
 
 def test_decoding_clear_errors():
