@@ -169,6 +169,11 @@ def _check_inputs(q, k, v, edge_index, edge_bias, score, score_weight) -> Tensor
             raise ValueError(f"{name} must be a [N, H, D] tensor, got {_shape(t)}")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not q.is_floating_point():
+        raise TypeError(f"q, k, v must be floating point, got {q.dtype}")
+    if q.size(1) == 0:
+        raise ValueError(f"q, k, v need at least one head, got shapes {_shape(q)}, {_shape(k)}, "
+                         f"{_shape(v)}")
     if q.size(1) != k.size(1) or k.size(1) != v.size(1):
         raise ValueError(f"q, k, v must have the same number of heads, got shapes "
                          f"{_shape(q)}, {_shape(k)}, {_shape(v)}")
@@ -184,6 +189,8 @@ def _check_inputs(q, k, v, edge_index, edge_bias, score, score_weight) -> Tensor
         ei = edge_index.edge_index
     else:
         ei = check_edge_index(edge_index, k.size(0), q.size(0))
+    if edge_bias is not None and not isinstance(edge_bias, Tensor):
+        raise TypeError(f"edge_bias must be a Tensor [E, H] or None, got {type(edge_bias).__name__}")
     if edge_bias is not None and (edge_bias.dim() != 2 or edge_bias.size(0) != ei.size(1)
                                   or edge_bias.size(1) not in (1, q.size(1))):
         raise ValueError(f"edge_bias must have shape [E, H] or [E, 1] with E={ei.size(1)}, "
@@ -215,6 +222,8 @@ def graph_attention(q: Tensor, k: Tensor, v: Tensor, edge_index: Union[Tensor, T
     """
     from . import kernels  # kernels import this module's pieces
 
+    if not 0.0 <= dropout_p <= 1.0:  # a negative p would otherwise be silently ignored
+        raise ValueError(f"dropout_p must be in [0, 1], got {dropout_p}")
     ei = _check_inputs(q, k, v, edge_index, edge_bias, score, score_weight)
     if strict:
         deg = edge_index.in_degree() if isinstance(edge_index, TokenGraph) else \
