@@ -141,8 +141,9 @@ def _axes(ax, figsize):
     return fig, fig.add_subplot()
 
 
-def _layout(kind: str, T: int, S: int, bipartite: bool):
-    """Node positions: ``("src", j)``/``("dst", i)`` for bipartite graphs, ``i`` otherwise."""
+def _layout(kind: str, T: int, S: int, bipartite: bool, edges=None):
+    """Node positions: ``("src", j)``/``("dst", i)`` for bipartite graphs, ``i`` otherwise.
+    ``"spring"`` places a self-attention graph by a force layout of ``edges`` (fixed seed)."""
     if bipartite:
         # Sources on the left column, targets on the right, both top to bottom.
         return {**{("src", j): (0.0, -j * 1.0) for j in range(S)},
@@ -152,23 +153,32 @@ def _layout(kind: str, T: int, S: int, bipartite: bool):
         return {i: (float(np.cos(a)), float(np.sin(a))) for i, a in enumerate(ang)}
     if kind == "line":
         return {i: (float(i), 0.0) for i in range(T)}
-    raise ValueError(f"layout must be 'circle' or 'line', got {kind!r}")
+    if kind == "spring":
+        import networkx as nx
+
+        G = nx.Graph()
+        G.add_nodes_from(range(T))
+        G.add_edges_from((j, i) for j, i in zip(*edges) if j != i)
+        return {i: tuple(map(float, p)) for i, p in nx.spring_layout(G, seed=0).items()}
+    raise ValueError(f"layout must be 'circle', 'line' or 'spring', got {kind!r}")
 
 
 def _draw_graph(ax, s: Tensor, t: Tensor, w: Optional[Tensor], T: int, S: int, bipartite: bool,
-                layout: str, labels=None, node_size: int = 120):
+                layout: str, labels=None, node_size: int = 120, node_color="#f2c14e",
+                layout_edges=None):
     """Draw nodes and one arrow per edge s -> t; width and opacity grow with the weight ``w``.
+    ``layout_edges`` (default the drawn ones) place the nodes of a spring layout.
     Returns ``(node_collection, edge_patches)``."""
     import networkx as nx
 
-    pos = _layout(layout, T, S, bipartite)
+    pos = _layout(layout, T, S, bipartite, layout_edges or (s.tolist(), t.tolist()))
     name_s = (lambda j: ("src", j)) if bipartite else (lambda j: j)
     name_d = (lambda i: ("dst", i)) if bipartite else (lambda i: i)
     G = nx.DiGraph()
     G.add_nodes_from(pos)
     edges = [(name_s(j), name_d(i)) for j, i in zip(s.tolist(), t.tolist())]
     G.add_edges_from(edges)
-    nodes = nx.draw_networkx_nodes(G, pos, ax=ax, node_size=node_size, node_color="#f2c14e",
+    nodes = nx.draw_networkx_nodes(G, pos, ax=ax, node_size=node_size, node_color=node_color,
                                    edgecolors="#333333", linewidths=0.6)
     rel = (w / w.max().clamp_min(1e-12)).tolist() if w is not None and w.numel() else None
     colors = [to_rgba(EDGE_COLOR, 0.6 if rel is None else 0.15 + 0.85 * r)
@@ -189,14 +199,17 @@ def _draw_graph(ax, s: Tensor, t: Tensor, w: Optional[Tensor], T: int, S: int, b
                 xy, ha = ((x - off, y), "right") if node[0] == "src" else ((x + off, y), "left")
             elif layout == "circle":
                 xy, ha = (1.3 * x, 1.3 * y), "center"
+            elif layout == "spring":
+                xy, ha = (x, y), "center"  # small labels on the nodes themselves
             else:
                 xy, ha = (x, y - 0.6), "center"
             ax.text(*xy, str(lab), ha=ha, va="center", fontsize=8)
     ax.set_axis_off()
-    if layout == "circle" and not bipartite:
+    if layout in ("circle", "spring") and not bipartite:
         ax.set_aspect("equal")
-        ax.set_xlim(-1.5, 1.5)
-        ax.set_ylim(-1.5, 1.5)
+        lim = 1.5 if layout == "circle" else 1.12
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
     else:
         ax.margins(0.18)
     return nodes, list(patches)
@@ -204,13 +217,16 @@ def _draw_graph(ax, s: Tensor, t: Tensor, w: Optional[Tensor], T: int, S: int, b
 
 def attention_graph(graph: TokenGraph, alpha: Tensor, labels=None, head: Head = "mean",
                     seq: int = 0, top_k: Optional[int] = None, threshold: Optional[float] = None,
-                    layout: str = "circle", title: Optional[str] = None, ax=None) -> Figure:
+                    layout: str = "circle", title: Optional[str] = None, node_color="#f2c14e",
+                    ax=None) -> Figure:
     """Attention drawn as a weighted directed graph: tokens are nodes, an arrow j -> i per edge kept
     by ``top_k``/``threshold`` (see :func:`select_edges`), its width and opacity proportional to
     ``alpha_ij`` of ``head`` (or the mean over heads).
 
     ``labels``: token strings (``(src_tokens, dst_tokens)`` for a bipartite graph). ``layout``:
-    ``"circle"`` or ``"line"`` (ignored for bipartite graphs: sources left, targets right).
+    ``"circle"``, ``"line"`` or ``"spring"`` (a force layout of all the sequence's edges, for graphs
+    that are not sequences); ignored for bipartite graphs (sources left, targets right).
+    ``node_color``: one colour, or one per node (e.g. by class).
 
     **Shapes:** ``alpha [E, H]`` or ``[E]`` in the order of ``graph.edge_index``.
     """
@@ -219,7 +235,8 @@ def attention_graph(graph: TokenGraph, alpha: Tensor, labels=None, head: Head = 
     w = head_weights(alpha, head)[ids]
     keep = select_edges(w, t, top_k, threshold)
     fig, ax = _axes(ax, (4.5, 4.5))
-    _draw_graph(ax, s[keep], t[keep], w[keep], T, S, graph.bipartite, layout, labels)
+    _draw_graph(ax, s[keep], t[keep], w[keep], T, S, graph.bipartite, layout, labels,
+                node_color=node_color, layout_edges=(s.tolist(), t.tolist()))
     head_txt = "mean over heads" if head == "mean" else f"head {head}"
     ax.set_title(title or f"attention ({head_txt}, {int(keep.sum())} of {len(w)} edges)",
                  fontsize=9)

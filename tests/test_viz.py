@@ -177,3 +177,21 @@ def test_random_attention_rows_are_softmaxes_over_the_pattern():
     assert len(alphas) == 2 and alphas[0].shape == (g.num_edges, 3)
     sums = torch.zeros(g.num_dst, 3).index_add(0, g.edge_index[1], alphas[1])
     assert torch.allclose(sums, torch.ones_like(sums), atol=1e-6)
+
+
+def test_attention_graph_spring_layout_colours_nodes_by_class():
+    import networkx as nx
+
+    G = nx.karate_club_graph()
+    ei = torch.tensor(list(G.edges)).t()
+    ei = torch.cat([ei, ei.flip(0)], 1)
+    g = graphs.from_edge_index(ei, [34], [34])
+    a = torch.rand(g.num_edges, 2)
+    colours = ["C0" if G.nodes[i]["club"] == "Mr. Hi" else "C1" for i in range(34)]
+    fig = viz.attention_graph(g, a, labels=[str(i) for i in range(34)], top_k=1, layout="spring",
+                              node_color=colours)
+    _render(fig)
+    ax = fig.axes[0]
+    nodes = [c for c in ax.collections if isinstance(c, PathCollection)][0]
+    assert len(nodes.get_offsets()) == 34 and len(np.unique(nodes.get_facecolors(), axis=0)) == 2
+    assert len(_arrows(ax)) == 34  # the heaviest incoming edge of each member
