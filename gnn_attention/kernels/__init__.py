@@ -15,7 +15,9 @@ behind one signature; the choice is made once per graph (:func:`plan.choose`) an
 
 The additive score (no dot-product form) and attention dropout (its random mask cannot match
 another kernel's) always run the reference. ``return_attention_weights`` under "dense"/"tiled"
-takes alpha from the CSR kernel's own softmax (exact, ``[E, H]`` scalars only). Half-precision
+takes alpha from the CSR kernel's own softmax (exact, ``[E, H]`` scalars only). While
+``torch.compile`` traces, "auto" runs the reference: the plan lives in a Python dict on the graph
+and the CSR kernel builds sparse tensors, neither of which traces into one graph. Half-precision
 inputs: the CSR kernel scores and normalises in float32; SDPA accumulates its softmax in float32
 internally. Every kernel passes :mod:`.memory`'s guard before it allocates.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 from ..functional import _compute_dtype, prepare_query, reference_attention
@@ -38,7 +41,7 @@ __all__ = ["BACKENDS", "KERNELS", "AttentionMemoryError", "choose", "dispatch"]
 
 def choose(graph, score: str = "scaled_dot", dropout_p: float = 0.0) -> str:
     """The kernel ``backend="auto"`` runs for this graph and options."""
-    if score == "additive" or dropout_p > 0.0:
+    if score == "additive" or dropout_p > 0.0 or torch.compiler.is_compiling():
         return "reference"
     return plan.choose(graph)
 
