@@ -7,8 +7,8 @@ Three ways to greedily decode the same randomly initialised ``Seq2SeqModel`` for
 (``eos_id=None``: no early stop, so every method does the same work):
   * ``incremental``: ``greedy_decode(..., incremental=True)``: one new node per sentence and step,
     cached keys/values, a step costs O(L * C) per layer;
-  * ``recompute``: ``greedy_decode(..., incremental=False)``: the graph decoder re-runs over the whole
-    prefix every step, O(L^2 * C) per layer;
+  * ``recompute``: ``greedy_decode(..., incremental=False)``: the graph decoder re-runs over the
+    whole prefix every step, O(L^2 * C) per layer;
   * ``dense_recompute``: the same recomputation on the dense twin (``to_dense()``: nn.Transformer).
 All three must produce the same tokens (checked and recorded). Timings alternate between methods
 within one process (``repeats`` rounds, median reported), so only their ratios are meant to be read.
