@@ -15,6 +15,7 @@ built once per call from the lengths. ``to_dense()`` returns the same model whos
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -36,6 +37,11 @@ POSITIONALS = ("sinusoidal", "learned")
 
 @dataclass(frozen=True)
 class Seq2SeqConfig:
+    """An encoder-decoder translation model. ``positional``: ``"sinusoidal"`` or ``"learned"``
+    (``max_len`` positions, beyond which learned positions raise); ``tie_embeddings`` shares the
+    target embedding with the output projection; ``pad_id`` is the padding token of the data (the
+    model itself masks by lengths, so padding content never matters)."""
+
     src_vocab_size: int
     tgt_vocab_size: int
     d_model: int = 256
@@ -188,10 +194,13 @@ class DenseSeq2SeqModel(_Seq2SeqBase):
     def __init__(self, config: Seq2SeqConfig):
         super().__init__(config)
         c = config.transformer()
-        self.transformer = nn.Transformer(c.d_model, c.nhead, c.num_encoder_layers,
-                                          c.num_decoder_layers, c.dim_feedforward, c.dropout,
-                                          c.activation, layer_norm_eps=c.layer_norm_eps,
-                                          batch_first=True, norm_first=c.norm_first)
+        with warnings.catch_warnings():  # torch's note that its nested-tensor fast path is off
+            warnings.filterwarnings("ignore", message="enable_nested_tensor is True")
+            self.transformer = nn.Transformer(c.d_model, c.nhead, c.num_encoder_layers,
+                                              c.num_decoder_layers, c.dim_feedforward,
+                                              c.dropout, c.activation,
+                                              layer_norm_eps=c.layer_norm_eps, batch_first=True,
+                                              norm_first=c.norm_first)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> Tensor:
         self._check(src, src_lengths)

@@ -14,6 +14,7 @@ every layer. Parameter names equal ``nn.Transformer``'s, so ``load_state_dict`` 
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Optional
 
@@ -176,7 +177,9 @@ class Transformer(nn.Module):
     def to_torch(self) -> nn.Transformer:
         """An ``nn.Transformer`` with this model's configuration and a copy of its weights."""
         c, p = self.config, next(self.parameters())
-        t = nn.Transformer(**asdict(c), batch_first=self.batch_first, device=p.device,
-                           dtype=p.dtype)
+        with warnings.catch_warnings():  # torch's note that its nested-tensor fast path is off
+            warnings.filterwarnings("ignore", message="enable_nested_tensor is True")
+            t = nn.Transformer(**asdict(c), batch_first=self.batch_first, device=p.device,
+                               dtype=p.dtype)
         t.load_state_dict(self.state_dict())
         return t
