@@ -18,7 +18,7 @@ import os
 from hypothesis import HealthCheck, settings
 
 FUZZ_EXAMPLES_DEFAULT = 60
-FUZZ_EXAMPLES_LONG = 2500
+FUZZ_EXAMPLES_LONG = 2100
 
 _common = dict(deadline=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
