@@ -273,7 +273,7 @@ def train(cfg: TrainConfig, run_dir, resume: bool = False, stop_after: Optional[
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{float(step_loss):.3f}", tok_s=f"{tokens / elapsed:.0f}")
-        if metrics is not None and (step % 50 == 0 or step == last):
+        if metrics is not None and (step % 50 == 0 or step == cfg.steps):
             metrics.log(step, "train", loss=float(step_loss), lr=scheduler.get_last_lr()[0],
                         grad_norm=float(grad_norm), tokens_per_second=tokens / elapsed,
                         elapsed_seconds=elapsed)
