@@ -159,7 +159,12 @@ def _layout(kind: str, T: int, S: int, bipartite: bool, edges=None):
         G = nx.Graph()
         G.add_nodes_from(range(T))
         G.add_edges_from((j, i) for j, i in zip(*edges) if j != i)
-        return {i: tuple(map(float, p)) for i, p in nx.spring_layout(G, seed=0).items()}
+        pos = nx.spring_layout(G, seed=0, k=1.5 / max(T, 1) ** 0.5, iterations=200)
+        try:  # Kamada-Kawai spreads small graphs more evenly; it needs scipy
+            pos = nx.kamada_kawai_layout(G, pos=pos)
+        except ImportError:
+            pass
+        return {i: tuple(map(float, p)) for i, p in nx.rescale_layout_dict(pos).items()}
     raise ValueError(f"layout must be 'circle', 'line' or 'spring', got {kind!r}")
 
 
@@ -200,16 +205,15 @@ def _draw_graph(ax, s: Tensor, t: Tensor, w: Optional[Tensor], T: int, S: int, b
             elif layout == "circle":
                 xy, ha = (1.3 * x, 1.3 * y), "center"
             elif layout == "spring":
-                xy, ha = (x, y), "center"  # small labels on the nodes themselves
+                xy, ha = (x, y), "center"  # short labels (e.g. node ids) on the nodes themselves
             else:
                 xy, ha = (x, y - 0.6), "center"
             ax.text(*xy, str(lab), ha=ha, va="center", fontsize=8)
     ax.set_axis_off()
-    if layout in ("circle", "spring") and not bipartite:
+    if layout == "circle" and not bipartite:
         ax.set_aspect("equal")
-        lim = 1.5 if layout == "circle" else 1.12
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
+        ax.set_xlim(-1.5, 1.5)
+        ax.set_ylim(-1.5, 1.5)
     else:
         ax.margins(0.18)
     return nodes, list(patches)

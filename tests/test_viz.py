@@ -195,3 +195,26 @@ def test_attention_graph_spring_layout_colours_nodes_by_class():
     nodes = [c for c in ax.collections if isinstance(c, PathCollection)][0]
     assert len(nodes.get_offsets()) == 34 and len(np.unique(nodes.get_facecolors(), axis=0)) == 2
     assert len(_arrows(ax)) == 34  # the heaviest incoming edge of each member
+
+
+def test_tutorial_karate_small_run(tmp_path):
+    """A small version of experiments/tutorial_karate.py: every model trains, the edge-restricted
+    layer equals masked nn.MultiheadAttention, the figure is written."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "tutorial_karate.py"
+    spec = importlib.util.spec_from_file_location("tutorial_karate", path)
+    tut = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tut)
+    threads = torch.get_num_threads()
+    try:
+        res = tut.train_and_evaluate({**tut.CONFIG, "seeds": 2, "epochs": 5}, tmp_path)
+    finally:
+        torch.set_num_threads(threads)  # the tutorial picks one thread for its tiny tensors
+    assert res["labelled"] == 4 and res["test_nodes"] == 30
+    assert len(res["accuracy"]) == 5
+    assert all(len(a) == 2 and all(0.0 <= x <= 1.0 for x in a) for a in res["accuracy"].values())
+    assert res["equals_masked_mha_max_abs"] <= 1e-5
+    assert (tmp_path / "docs/figures/tutorial_karate.png").stat().st_size > 5000
+    assert "mean +- std" in tut.summary(res)
