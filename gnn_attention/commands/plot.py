@@ -48,8 +48,12 @@ def register(sub) -> None:
     att.set_defaults(func=run_attention)
 
     ali = kinds.add_parser("alignment", help="cross-attention of a target over a source sentence")
-    ali.add_argument("--src", required=True, help="source sentence (split on spaces)")
-    ali.add_argument("--tgt", required=True, help="target sentence (split on spaces)")
+    ali.add_argument("--src", required=True, help="source sentence")
+    ali.add_argument("--tgt", help="target sentence (random model; split on spaces)")
+    ali.add_argument("--run", metavar="DIR", help="a trained translation run: translate --src "
+                                                  "and plot its cross-attention")
+    ali.add_argument("--layer", type=int, default=-1, help="decoder layer with --run (default "
+                                                           "last)")
     ali.add_argument("--num-heads", type=int, default=4)
     ali.add_argument("--seed", type=int, default=0)
     ali.add_argument("--head", default="mean", help="head index or 'mean' (default mean)")
@@ -123,21 +127,53 @@ def random_attention(words, pattern: str = "full", num_layers: int = 2, num_head
     return g, alphas
 
 
-def _minilm_attention(text: str, model_dir):
-    """Tokens, the full graph and per-layer ``alpha [E, H]`` of all-MiniLM-L6-v2 on ``text``."""
+def minilm_attention(text: str, model_dir=None):
+    """Word pieces, the complete graph and per-layer ``alpha [E, H]`` of a BERT encoder
+    (default all-MiniLM-L6-v2) on ``text``."""
     from .. import graphs, pretrained
 
-    if not hasattr(pretrained, "attention_graph"):
-        raise UserError("this build's gnn_attention.pretrained has no attention_graph(); "
-                        "use --model random")
     try:
         directory = model_dir or pretrained.minilm_directory()
         model, tok = pretrained.load_bert(directory), pretrained.load_tokenizer(directory)
     except (FileNotFoundError, ImportError) as err:
         raise UserError(str(err)) from None
-    toks = pretrained.tokens(tok, text)
-    alphas = pretrained.attention_graph(model, tok, text)
-    return toks, graphs.full([len(toks)]), alphas
+    batch = pretrained.encode(tok, [text])
+    with torch.no_grad():
+        _, _, attentions = model(batch["input_ids"], batch["attention_mask"],
+                                 batch["token_type_ids"], return_attention=True)
+    T = batch["input_ids"].size(1)
+    g = graphs.from_edge_index(attentions[0][0], [T], [T])
+    # from_edge_index sorts edges by (target, source): reorder every alpha the same way.
+    order = torch.argsort(attentions[0][0][1] * T + attentions[0][0][0], stable=True)
+    return pretrained.tokens(tok, text), g, [a[order] for _, a in attentions]
+
+
+def run_alignment_weights(run_dir: str, text: str, device: str = "cpu"):
+    """Translate ``text`` greedily with a trained run, then read the cross-attention of every
+    decoder layer on (source, output + <eos>): ``(src_tokens, out_tokens, [W_l [H, T, S]])``."""
+    from ..checkpoint import CheckpointError
+    from ..decoding import greedy_decode
+    from ..train import TrainingError, load_run
+
+    try:
+        _, model, src_tok, tgt_tok, state = load_run(run_dir, device)
+    except (CheckpointError, TrainingError, FileNotFoundError) as err:
+        raise UserError(str(err)) from None
+    unknown = src_tok.unknown(text)
+    if unknown or not src_tok.encode(text):
+        raise UserError(f"{text!r} cannot be read by this model: "
+                        f"{'unknown symbols ' + repr(unknown) if unknown else 'empty input'}")
+    src_ids = src_tok.encode(text)
+    src = torch.tensor([src_ids])
+    n = torch.tensor([len(src_ids)])
+    with torch.no_grad():
+        out = greedy_decode(model, src, n, tgt_tok.bos_id, tgt_tok.eos_id,
+                            int(state.get("max_target_len", 64)) + 5)[0]
+        tgt_in = torch.tensor([[tgt_tok.bos_id] + out])
+        _, cross = model(src, n, tgt_in, torch.tensor([tgt_in.size(1)]),
+                         return_cross_attention=True)
+    return ([src_tok.vocab[i] for i in src_ids], [tgt_tok.vocab[i] for i in out] + ["<eos>"],
+            [c[0].float() for c in cross])
 
 
 def run_attention(args) -> int:
@@ -151,7 +187,7 @@ def run_attention(args) -> int:
                                      args.seed)
         where = f"random {args.pattern}-attention encoder, seed {args.seed}"
     else:
-        words, g, alphas = _minilm_attention(args.text, args.model_dir)
+        words, g, alphas = minilm_attention(args.text, args.model_dir)
         where = "all-MiniLM-L6-v2"
     if not 0 <= args.layer < len(alphas):
         raise UserError(f"--layer must be in 0..{len(alphas) - 1}, got {args.layer}")
@@ -174,6 +210,21 @@ def run_attention(args) -> int:
 def run_alignment(args) -> int:
     from .. import MultiheadAttentionConv, graphs, viz
 
+    if args.run:
+        src, tgt, cross = run_alignment_weights(args.run, args.src)
+        if not -len(cross) <= args.layer < len(cross):
+            raise UserError(f"--layer must be in 0..{len(cross) - 1} (or -1), got {args.layer}")
+        W = cross[args.layer]
+        head = _head(args.head, W.size(0))
+        W = W.mean(0) if head == "mean" else W[head]
+        layer = args.layer % len(cross)
+        _save(viz.alignment_plot(W, src, tgt, threshold=args.threshold,
+                                 title=f"trained run, decoder layer {layer}, "
+                                       + ("mean over heads" if head == "mean" else f"head {head}")),
+              args.out)
+        return 0
+    if not args.tgt:
+        raise UserError("give --tgt (random model) or --run DIR (a trained translator)")
     src, tgt = _words(args.src, "--src"), _words(args.tgt, "--tgt")
     if args.num_heads < 1:
         raise UserError("--num-heads must be at least 1")
