@@ -67,8 +67,7 @@ def attention_run(pattern: str, backend: str, dtype: torch.dtype, seed: int):
 @pytest.mark.parametrize("pattern", sorted(PATTERNS))
 def test_every_backend_is_bitwise_reproducible(pattern, backend, dtype):
     first = attention_run(pattern, backend, dtype, seed=0)
-    for _ in range(2):
-        assert_bitwise_equal(attention_run(pattern, backend, dtype, seed=0), first)
+    assert_bitwise_equal(attention_run(pattern, backend, dtype, seed=0), first)
 
 
 def layer_run(seed: int, backend: str = "auto"):
