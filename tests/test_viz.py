@@ -230,3 +230,41 @@ def test_minilm_attention_is_a_softmax_per_token_on_the_complete_graph():
     assert len(alphas) == 6 and alphas[0].shape == (g.num_edges, 12)
     sums = torch.zeros(g.num_dst, 12).index_add(0, g.edge_index[1], alphas[5])
     assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5)
+
+
+def _explanation_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "explanation_study.py"
+    spec = importlib.util.spec_from_file_location("explanation_study", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_rollout_and_flow_on_hand_computed_layers():
+    """Rollout multiplies the residual-mixed layer matrices; flow is a max-flow through them."""
+    pytest.importorskip("scipy", reason="the explanation study needs scipy")
+    ex = _explanation_module()
+    a1 = torch.tensor([[[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.2, 0.3, 0.5]]])  # [H=1, T=3, T]
+    a2 = torch.tensor([[[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]])
+    I = torch.eye(3, dtype=torch.float64)
+    A1, A2 = 0.5 * a1[0].double() + 0.5 * I, 0.5 * a2[0].double() + 0.5 * I
+    R = ex.rollout([a1, a2])
+    assert torch.allclose(R[0], A1) and torch.allclose(R[1], A2 @ A1)
+    assert torch.allclose(R[1].sum(1), torch.ones(3, dtype=torch.float64))
+    # One layer: the only path j -> i is the edge itself, so flow = capacity A1[i, j].
+    assert torch.allclose(ex.attention_flow([a1], [0, 1, 2], [0, 1, 2]), A1)
+    # Two layers, j = 0 -> i = 1: paths via k = 1 (min(A1[1,0], A2[1,1]) = 0.25) and via
+    # k = 2 (min(A1[2,0], A2[1,2]) = 0.1); via k = 0 A2[1,0] = 0. Total 0.35.
+    assert ex.attention_flow([a1, a2], [1], [0]).item() == pytest.approx(0.35)
+
+
+def test_spearman_rows_skip_self_and_short_rows():
+    ex = _explanation_module()
+    score = torch.tensor([[9.0, 1.0, 2.0, 3.0], [1.0, 9.0, 3.0, 2.0]])
+    ref = torch.tensor([[0.0, 1.0, 2.0, 3.0], [3.0, 0.0, 2.0, 1.0]])
+    # Row 0 keys {1,2,3}: identical order -> 1; row 1 keys {0,2,3}: (1,3,2) vs (3,2,1) -> -0.5.
+    assert ex.spearman_rows(score, ref, [0, 1], [0, 1, 2, 3]) == pytest.approx([1.0, -0.5])
+    assert ex.spearman_rows(score[:, :3], ref[:, :3], [0, 1], [0, 1, 2]) == []  # 2 keys left
