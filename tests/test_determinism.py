@@ -124,12 +124,11 @@ def test_deterministic_restores_every_setting():
     before = (torch.are_deterministic_algorithms_enabled(),
               torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
               os.environ.get(CUBLAS_ENV))
-    with pytest.raises(RuntimeError, match="inside"):
-        with deterministic(seed=1):
-            assert torch.are_deterministic_algorithms_enabled()
-            assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
-            assert os.environ[CUBLAS_ENV] == ":4096:8" or before[3] is not None
-            raise RuntimeError("an error inside the block")
+    with pytest.raises(RuntimeError, match="inside"), deterministic(seed=1):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ[CUBLAS_ENV] == ":4096:8" or before[3] is not None
+        raise RuntimeError("an error inside the block")
     after = (torch.are_deterministic_algorithms_enabled(),
              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
              os.environ.get(CUBLAS_ENV))

@@ -67,7 +67,7 @@ def run_faulty(run_dir: Path, body: str) -> subprocess.CompletedProcess:
               f"T.train(T.TrainConfig.from_json(json.loads(sys.argv[1])), sys.argv[2], "
               f"progress=False, log=lambda *_: None)\n")
     return subprocess.run([sys.executable, "-c", script, json.dumps(CFG.to_json()), str(run_dir)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
 
 
 def resume_and_compare(run_dir: Path, straight: dict, last_good_step: int) -> None:

@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from hypothesis import event, given, note
 from hypothesis import strategies as st
 
-from fuzz_strategies import (TOL, assert_close, attention_inputs, backend_cannot_serve,
-                             builder_graphs, dense_mask, random_graphs, token_graphs)
 from gnn_attention import MultiheadAttention, MultiheadAttentionConv, graphs, kernels
 from gnn_attention.functional import dense_attention, graph_attention
+
+from fuzz_strategies import (TOL, assert_close, attention_inputs, backend_cannot_serve,  # isort: skip
+                             builder_graphs, dense_mask, random_graphs, token_graphs)
 
 
 def _loss_and_grads(out, alpha, wrt, gen_seed):
@@ -194,7 +195,7 @@ def test_conv_on_any_graph_equals_torch_with_the_dense_mask(g, data):
     x_src = torch.randn(g.num_src, kdim, generator=gen) if g.bipartite else x_dst
     try:
         out = conv((x_src, x_dst) if g.bipartite else x_dst, g)
-    except Exception as exc:  # noqa: BLE001 - re-raised unless it is the documented refusal
+    except Exception as exc:  # re-raised unless it is the documented refusal
         if backend_cannot_serve(exc):
             return
         raise
@@ -231,7 +232,7 @@ def test_every_backend_equals_reference(g, data, raw):
         note(f"{g} raw={raw} backend={backend} {x.describe()}")
         try:
             got, got_alpha = graph_attention(x.q, x.k, x.v, edges, backend=backend, **kw)
-        except Exception as exc:  # noqa: BLE001 - re-raised unless it is the documented refusal
+        except Exception as exc:  # re-raised unless it is the documented refusal
             if backend_cannot_serve(exc):
                 event(f"backend {backend}: refused the graph")
                 continue

@@ -47,18 +47,18 @@ EDGE_INDEX_CASES = {
     "not a tensor": ([[0, 1], [0, 1]], TypeError,
                      "edge_index must be a Tensor or TokenGraph, got list"),
     "negative index": (torch.tensor([[0, -1], [0, 1]]), IndexError,
-                       "edge_index out of range: sources must lie in [0, 4) and targets in [0, 3), "
-                       "got sources in [-1, 0] and targets in [0, 1]"),
+                       ("edge_index out of range: sources must lie in [0, 4) and targets in "
+                        "[0, 3), got sources in [-1, 0] and targets in [0, 1]")),
     "source past the end": (torch.tensor([[0, 4], [0, 1]]), IndexError,
-                            "edge_index out of range: sources must lie in [0, 4) and targets in "
-                            "[0, 3), got sources in [0, 4] and targets in [0, 1]"),
+                            ("edge_index out of range: sources must lie in [0, 4) and targets "
+                             "in [0, 3), got sources in [0, 4] and targets in [0, 1]")),
     "target past the end": (torch.tensor([[0, 1], [0, 3]]), IndexError,
-                            "edge_index out of range: sources must lie in [0, 4) and targets in "
-                            "[0, 3), got sources in [0, 1] and targets in [0, 3]"),
+                            ("edge_index out of range: sources must lie in [0, 4) and targets "
+                             "in [0, 3), got sources in [0, 1] and targets in [0, 3]")),
     "duplicate edge": (torch.tensor([[3, 0, 1, 3], [2, 0, 1, 2]]), ValueError,
-                       "edge_index has 1 duplicate edge(s), first j=3 -> i=2; attention edges "
-                       "form a set (a repeated edge would count its key twice in the softmax): "
-                       "remove them, e.g. torch.unique(edge_index, dim=1)"),
+                       ("edge_index has 1 duplicate edge(s), first j=3 -> i=2; attention edges "
+                        "form a set (a repeated edge would count its key twice in the softmax): "
+                        "remove them, e.g. torch.unique(edge_index, dim=1)")),
 }
 
 
@@ -68,13 +68,13 @@ EDGE_INDEX_CASES = {
 def test_bad_edge_index_is_rejected_on_every_path(case, path):
     ei, error, message = EDGE_INDEX_CASES[case]
     if path == "graph_attention":
-        fn = lambda: graph_attention(*qkv(), ei)  # noqa: E731
+        fn = lambda: graph_attention(*qkv(), ei)
     elif path == "from_edge_index":
-        fn = lambda: graphs.from_edge_index(ei, [4], [3])  # noqa: E731
+        fn = lambda: graphs.from_edge_index(ei, [4], [3])
     else:
         backend = "message_passing" if path == "conv_message_passing" else "auto"
         layer = MultiheadAttentionConv(C, H, backend=backend)
-        fn = lambda: layer((torch.randn(4, C), torch.randn(3, C)), ei)  # noqa: E731
+        fn = lambda: layer((torch.randn(4, C), torch.randn(3, C)), ei)
     expect(error, message, fn)
 
 
@@ -151,8 +151,8 @@ def test_graph_attention_rejects_bad_tensors():
     (dict(embed_dim=12, num_heads=0), "embed_dim (12) must be a positive multiple of num_heads (0)"),
     (dict(embed_dim=0, num_heads=1), "embed_dim (0) must be a positive multiple of num_heads (1)"),
     (dict(embed_dim=12, num_heads=3, dropout=1.0), "dropout must be in [0, 1), got 1.0"),
-    (dict(embed_dim=12, num_heads=3, score="cosine"), "score must be one of ('scaled_dot', 'dot', "
-     "'general', 'additive'), got 'cosine'"),
+    (dict(embed_dim=12, num_heads=3, score="cosine"),
+     "score must be one of ('scaled_dot', 'dot', 'general', 'additive'), got 'cosine'"),
 ])
 def test_conv_construction_errors(kwargs, message):
     expect(ValueError, message, lambda: MultiheadAttentionConv(**kwargs))
