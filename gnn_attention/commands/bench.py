@@ -175,6 +175,16 @@ def format_rows(rows) -> str:
     return "\n".join(lines)
 
 
+def _log2_ticks(ax, Ts) -> None:
+    """A log2 T axis labelled at the measured T only (no overlapping minor labels)."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(set(Ts)))
+    ax.set_xticklabels([str(t) for t in sorted(set(Ts))])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot(result, out_dir: Path) -> list:
     """``bench_time.png`` (time vs T per pattern, fwd solid, fwd+bwd dashed) and
     ``bench_memory.png`` (peak extra memory vs T, P1-P4)."""
@@ -197,7 +207,8 @@ def plot(result, out_dir: Path) -> list:
             fb = [(r["T"], r["fwdbwd_s"] * 1e3) for r in rs if r["fwdbwd_s"] is not None]
             if fb:
                 ax.plot(*zip(*fb), "s--", color=color, alpha=0.6)
-        ax.set(title=p, xscale="log", yscale="log", xlabel="T", ylabel="ms")
+        ax.set(title=p, yscale="log", xlabel="T (P9: decoder length, S = 2T)", ylabel="ms")
+        _log2_ticks(ax, [r["T"] for r in rows if r["pattern"] == p])
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(pats):]:
         ax.axis("off")
@@ -219,8 +230,8 @@ def plot(result, out_dir: Path) -> list:
                             key=lambda r: r["T"])
                 ax.plot([r["T"] for r in rs], [r["peak_extra_bytes"] / 2**20 for r in rs], "o-",
                         label=m)
-            ax.set(title=f"{p}: peak extra memory, fwd+bwd", xscale="log", xlabel="T",
-                   ylabel="MiB")
+            ax.set(title=f"{p}: peak extra memory, fwd+bwd", xlabel="T", ylabel="MiB")
+            _log2_ticks(ax, [r["T"] for r in mem if r["pattern"] == p])
             ax.legend(fontsize=7)
         fig.tight_layout()
         paths.append(out_dir / "bench_memory.png")
