@@ -274,20 +274,26 @@ def attention_heatmap(weights, row_labels=None, col_labels=None, title: Optional
 
 
 def alignment_plot(weights, src_tokens: Sequence[str], tgt_tokens: Sequence[str],
-                   threshold: float = 0.1, title: Optional[str] = None) -> Figure:
+                   threshold: float = 0.1, title: Optional[str] = None,
+                   lines: bool = True) -> Figure:
     """Cross-attention alignment for translation: left, the ``[T, S]`` matrix (target tokens down,
-    source tokens across, colorbar); right, the source sentence over the target sentence with one
-    line per (source, target) pair weighing at least ``threshold`` (width/opacity = weight)."""
+    source tokens across, colorbar); right (``lines``), the source sentence over the target
+    sentence with one line per (source, target) pair weighing at least ``threshold``
+    (width/opacity = weight). Long character-level targets read better with ``lines=False``."""
     W = np.asarray(weights.detach().cpu() if isinstance(weights, Tensor) else weights, dtype=float)
     if W.shape != (len(tgt_tokens), len(src_tokens)):
         raise ValueError(f"weights must be [len(tgt_tokens), len(src_tokens)] = "
                          f"{[len(tgt_tokens), len(src_tokens)]}, got {list(W.shape)}")
     from matplotlib.collections import LineCollection
 
-    fig = Figure(figsize=(4 + 0.6 * len(src_tokens), 0.8 + 0.4 * len(tgt_tokens)),
-                 layout="constrained")
-    ax_m, ax_l = fig.subplots(1, 2, width_ratios=[1, 1.2])
+    fig = Figure(figsize=((4 if lines else 1.5) + 0.6 * len(src_tokens),
+                          0.8 + (0.4 if lines else 0.25) * len(tgt_tokens)), layout="constrained")
+    ax_m, ax_l = fig.subplots(1, 2, width_ratios=[1, 1.2]) if lines else (fig.add_subplot(), None)
     attention_heatmap(W, tgt_tokens, src_tokens, cmap="Greys", ax=ax_m)
+    if not lines:
+        if title:
+            fig.suptitle(title, fontsize=10)
+        return fig
     S, T = len(src_tokens), len(tgt_tokens)
     xs, xt = np.linspace(0, 1, S), np.linspace(0, 1, T)
     i, j = np.nonzero(np.nan_to_num(W) >= threshold)

@@ -124,6 +124,10 @@ def test_alignment_plot_draws_lines_above_threshold():
     assert any(a.get_ylabel() == "attention weight" for a in fig.axes)  # colorbar
     with pytest.raises(ValueError, match="len"):
         viz.alignment_plot(W.T, src, tgt)
+    matrix_only = viz.alignment_plot(W, src, tgt, lines=False)
+    _render(matrix_only)
+    assert len(matrix_only.axes) == 2 and matrix_only.axes[1].get_ylabel() == "attention weight"
+    assert not matrix_only.axes[0].collections
 
 
 def test_plot_patterns_draws_each_graph_beside_its_mask():

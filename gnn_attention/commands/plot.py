@@ -58,13 +58,15 @@ def register(sub) -> None:
     ali.add_argument("--seed", type=int, default=0)
     ali.add_argument("--head", default="mean", help="head index or 'mean' (default mean)")
     ali.add_argument("--threshold", type=float, default=0.1)
+    ali.add_argument("--no-lines", action="store_true",
+                     help="matrix only (long, e.g. character-level, targets)")
     ali.add_argument("--out", required=True, metavar="PNG")
     ali.set_defaults(func=run_alignment)
 
 
-def _save(fig, path: str) -> None:
+def _save(fig, path: str, dpi: int = 80) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
     print(f"wrote {path}")
 
 
@@ -218,7 +220,7 @@ def run_alignment(args) -> int:
         head = _head(args.head, W.size(0))
         W = W.mean(0) if head == "mean" else W[head]
         layer = args.layer % len(cross)
-        _save(viz.alignment_plot(W, src, tgt, threshold=args.threshold,
+        _save(viz.alignment_plot(W, src, tgt, threshold=args.threshold, lines=not args.no_lines,
                                  title=f"trained run, decoder layer {layer}, "
                                        + ("mean over heads" if head == "mean" else f"head {head}")),
               args.out)
@@ -238,7 +240,7 @@ def run_alignment(args) -> int:
         x = (_embed(src, width, gen), _embed(tgt, width, gen))
         _, (_, alpha) = conv(x, g, return_attention_weights=True)
     W = viz.dense_weights(g, alpha, head)
-    _save(viz.alignment_plot(W, src, tgt, threshold=args.threshold,
+    _save(viz.alignment_plot(W, src, tgt, threshold=args.threshold, lines=not args.no_lines,
                              title=f"cross-attention of a random layer (seed {args.seed})"),
           args.out)
     return 0
