@@ -36,8 +36,8 @@ class Layout:
     """How the graph's nodes and edges sit in ``[B, T, S]`` (cached per graph).
 
     ``dst_gather [B T]`` / ``src_gather [B S]``: node read into each padded slot (padding reads node
-    0: its keys are masked and its query rows dropped), ``dst_b``, ``dst_t [N_dst]``: slot of each
-    target; all None when lengths are equal (the packed tensor already is that layout);
+    0: its keys are masked and its query rows dropped), ``dst_slot [N_dst]``: slot ``b T + t`` of
+    each target; all None when lengths are equal (the packed tensor already is that layout);
     ``mask``: bool ``[B or 1, 1, T or 1, S]`` (True = allowed) or None.
     """
 
@@ -48,8 +48,7 @@ class Layout:
     mask: Tensor | None
     dst_gather: Tensor | None
     src_gather: Tensor | None
-    dst_b: Tensor | None
-    dst_t: Tensor | None
+    dst_slot: Tensor | None
 
 
 def _seq_and_pos(ptr: Tensor, node: Tensor):
@@ -89,10 +88,10 @@ def _build(graph, edge_index: Tensor, n_dst: int, n_src: int) -> Layout:
         flat[_edge_pos(graph, edge_index, B, T, S)] = True  # edges form a set (validated)
         mask = flat.view(B, 1, T, S)
     if uniform:
-        return Layout(B, T, S, is_causal, mask, None, None, None, None)
+        return Layout(B, T, S, is_causal, mask, None, None, None)
     dst_b, dst_t = _seq_and_pos(graph.dst_ptr, torch.arange(n_dst, device=dev))
     return Layout(B, T, S, is_causal, mask, _gather_index(graph.dst_ptr, T),
-                  _gather_index(graph.src_ptr, S), dst_b, dst_t)
+                  _gather_index(graph.src_ptr, S), dst_b * T + dst_t)
 
 
 def _gather_index(ptr: Tensor, width: int) -> Tensor:
@@ -144,9 +143,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor,
     k4, v4 = _to_bhtd(k, B, S, lay.src_gather), _to_bhtd(v, B, S, lay.src_gather)
     out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=mask, is_causal=is_causal,
                                          scale=scale)
-    if lay.dst_b is not None:
-        return out[lay.dst_b, :, lay.dst_t]  # one gather back to the packed node order
-    return out.transpose(1, 2).reshape(B * T, H, Dv)
+    out = out.transpose(1, 2).reshape(B * T, H, Dv)  # a view: SDPA allocates [B, T, H, Dv]
+    return out if lay.dst_slot is None else out.index_select(0, lay.dst_slot)
 
 
 def estimate(graph, n_dst: int, n_src: int, H: int, D: int, Dv: int, itemsize: int,

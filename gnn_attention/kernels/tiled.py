@@ -8,13 +8,16 @@ L = K + a + b tile width (keys per tile), G = B d subsequences, M = ceil(n / K) 
 A dilated window only links tokens whose positions agree modulo d, so each sequence splits into d
 residue classes (t = r + d u) and, inside one class, the graph is a plain band |u - u'| <= a (u' <= u
 when causal). The band is cut into tiles of K consecutive queries; the keys a tile can reach are the
-L = K + a + b positions around it. Every tile is one "head" of a 4-D SDPA call
+L = K + a + b positions around it. Every tile is one batch entry of a 4-D SDPA call
 
-    q: [H, G M, K, D],   k, v: [H, G M, L, D],   mask: [1, G M, K, L] (True = allowed)
+    q: [G M, H, K, D],   k, v: [G M, H, L, D],   mask: [G M, 1, K, L] (True = allowed)
 
 so the work is G M K L ~ B T (2w/d + K) dot products instead of B T^2 for the dense mask. Queries
-and keys are gathered once into per-subsequence buffers (out-of-range keys read node 0 and are
-masked); the key tiles are overlapping strided views of their buffer, and outputs are gathered back. ``edge_bias`` becomes a float mask over
+and keys are gathered into their tiles with one precomputed index each (out-of-range keys read
+node 0 and are masked; keys near a tile border are copied into both tiles, (L / K) x the keys,
+which keeps the backward a single index_add: an overlapping strided view would go through
+autograd's generic as_strided backward, which was much slower here),
+and outputs come back with one row gather. ``edge_bias`` becomes a float mask over
 the tiles (-inf outside the graph).
 """
 from __future__ import annotations
@@ -36,12 +39,11 @@ class Tiles:
     """Gather indices and the mask of the tile layout (cached per graph).
 
     Each subsequence g owns P = (M + c) K buffer rows, c = ceil((a + b) / K): query u sits at row
-    u, key u' at row u' + a, so tile j reads queries ``[jK, jK + K)`` and keys ``[jK, jK + L)`` of
-    the buffer, i.e. the key tiles are overlapping strided *views* of one buffer (no L/K-fold copy).
+    u, key u' at row u' + a, so tile j reads queries ``[jK, jK + K)`` and keys ``[jK, jK + L)``.
     The c trailing tiles of each subsequence are fully masked and ignored.
-    ``q_idx [G P]`` / ``k_idx [G P + L]``: node read into each buffer row (slots outside the
-    sequence read node 0: they are masked, so any finite value serves); ``out_tile [N]`` /
-    ``out_row [N]``: tile and row of each query node; ``mask [1, G (M + c), K, L]``.
+    ``q_idx [R K]`` / ``k_idx [R L]``: node read into each query / key slot of each tile (slots
+    outside the sequence read node 0: they are masked, so any finite value serves); ``out_idx
+    [N]``: query slot of each node; ``mask [R, 1, K, L]`` (R = G (M + c) tiles).
     """
 
     R: int
@@ -49,8 +51,7 @@ class Tiles:
     L: int
     q_idx: Tensor
     k_idx: Tensor
-    out_tile: Tensor
-    out_row: Tensor
+    out_idx: Tensor
     mask: Tensor
 
 
@@ -94,17 +95,18 @@ def _build(graph: TokenGraph) -> Tiles:
     q_idx = torch.where(t < T, seq * T + t, 0).flatten()
     s = r + d * (p - a)                                        # key row p holds u' = p - a
     k_idx = torch.where((p >= a) & (s < T), seq * T + s, 0).flatten()
-    k_idx = torch.cat([k_idx, k_idx.new_zeros(L)])            # the last tile's view overhangs
+    k_idx = torch.cat([k_idx, k_idx.new_zeros(L)])            # the last tile overhangs
+    k_idx = k_idx.as_strided((G * (M + c), L), (K, 1)).flatten()  # tile j: rows jK .. jK + L
     j = torch.arange(M + c, device=dev).view(1, M + c, 1)
     u2 = j * K - a + torch.arange(L, device=dev).view(1, 1, L)  # key slot of tile j -> u'
     k_ok = (u2 >= 0) & (r.view(G, 1, 1) + d * u2 < T) & (j < M)
     cc = torch.arange(L, device=dev).view(1, L) - torch.arange(K, device=dev).view(K, 1)
     band = (cc >= 0) & (cc <= a + b)                           # u' - u in [-a, b]
-    mask = (band.view(1, 1, K, L) & k_ok.view(G, M + c, 1, L)).view(1, G * (M + c), K, L)
+    mask = (band.view(1, 1, K, L) & k_ok.view(G, M + c, 1, L)).view(G * (M + c), 1, K, L)
     node = torch.arange(N, device=dev)
     tt = node % T
-    row = (node // T * d + tt % d) * P + tt // d
-    return Tiles(G * (M + c), K, L, q_idx, k_idx, row // K, row % K, mask)
+    out_idx = (node // T * d + tt % d) * P + tt // d
+    return Tiles(G * (M + c), K, L, q_idx, k_idx, out_idx, mask)
 
 
 def _edge_slots(graph: TokenGraph, tl: Tiles) -> Tensor:
@@ -116,12 +118,6 @@ def _edge_slots(graph: TokenGraph, tl: Tiles) -> Tensor:
     u, u2 = t // d, s // d
     g, j = seq * d + t % d, u // K
     return ((g * per_g + j) * K + u % K) * tl.L + (u2 - j * K + a)
-
-
-def _key_tiles(buf: Tensor, R: int, K: int, L: int) -> Tensor:
-    """Overlapping ``[H, R, L, D]`` view of a ``[R K + L, H, D]`` buffer: tile j = rows jK..jK+L."""
-    H, D = buf.size(1), buf.size(2)
-    return buf.as_strided((H, R, L, D), (D, K * H * D, H * D, 1))
 
 
 def _additive(graph, mask: Tensor, dtype: torch.dtype) -> Tensor:
@@ -147,12 +143,13 @@ def attention(q: Tensor, k: Tensor, v: Tensor, graph: TokenGraph, edge_bias: Ten
         slots = cached(graph, "tiled_edge_slots", lambda: _edge_slots(graph, tl))
         Hb = edge_bias.size(1)
         fm = q.new_full((R * K * L, Hb), float("-inf")).index_put((slots,), edge_bias)
-        mask = fm.view(R, K, L, Hb).permute(3, 0, 1, 2)
-    q4 = q.index_select(0, tl.q_idx).view(R, K, H, -1).permute(2, 0, 1, 3)
-    k4 = _key_tiles(k.index_select(0, tl.k_idx), R, K, L)
-    v4 = _key_tiles(v.index_select(0, tl.k_idx), R, K, L)
+        mask = fm.view(R, K, L, Hb).permute(0, 3, 1, 2)
+    # Tiles are SDPA's batch, heads its heads: every layout change below is a view.
+    q4 = q.index_select(0, tl.q_idx).view(R, K, H, -1).transpose(1, 2)
+    k4 = k.index_select(0, tl.k_idx).view(R, L, H, -1).transpose(1, 2)
+    v4 = v.index_select(0, tl.k_idx).view(R, L, H, -1).transpose(1, 2)
     out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=mask, scale=scale)
-    return out[:, tl.out_tile, tl.out_row].transpose(0, 1)  # one gather back to node order
+    return out.transpose(1, 2).reshape(R * K, H, Dv).index_select(0, tl.out_idx)
 
 
 def estimate(graph: TokenGraph, H: int, D: int, Dv: int, itemsize: int, bias_heads: int) -> int:
