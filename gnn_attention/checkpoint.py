@@ -11,7 +11,7 @@ shape and bytes and every plain value, in sorted-key order.
 Why a digest: a truncated zip archive fails to open, but a flipped byte inside tensor data loads
 silently with wrong numbers (checked with torch 2.13); the digest turns both into a clear error.
 Why tmp + ``os.replace``: the rename is atomic on POSIX, so a crash or a failed write mid-save
-leaves the previous checkpoint untouched: the last good checkpoint is never overwritten by a bad one.
+leaves the previous checkpoint untouched: the last good checkpoint is never replaced by a bad one.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class CheckpointError(RuntimeError):
 
 
 def digest(obj: Any) -> str:
-    """SHA-256 of a nest of dicts/lists/tuples/tensors/plain values (order-independent for dicts)."""
+    """SHA-256 of nested dicts/lists/tuples/tensors/plain values (dict order does not matter)."""
     h = hashlib.sha256()
     _feed(h, obj)
     return h.hexdigest()

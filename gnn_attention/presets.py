@@ -16,7 +16,7 @@ PRESETS: Dict[str, Dict[str, Dict[str, object]]] = {
     "tiny": {
         "model": {"d_model": 64, "nhead": 4, "num_encoder_layers": 2, "num_decoder_layers": 2,
                   "dim_feedforward": 256, "dropout": 0.0},
-        "train": {"steps": 1000, "batch_size": 64, "lr": 3e-3, "warmup": 150,
+        "train": {"steps": 600, "batch_size": 64, "lr": 3e-3, "warmup": 150,
                   "eval_every": 250, "checkpoint_every": 250},
     },
     "small": {

@@ -28,10 +28,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import (CheckpointError, capture_rng, load_checkpoint, restore_rng,
-                         save_checkpoint)
-from .data import (DEFAULT_TASK, IGNORE, Batch, BatchStream, Tokenizer, encode_pairs,
-                   load_task)
+from .checkpoint import CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from .data import DEFAULT_TASK, IGNORE, Batch, BatchStream, Tokenizer, encode_pairs, load_task
 from .metrics import MetricsLog, evaluate
 from .presets import preset
 
@@ -47,7 +45,7 @@ class TrainConfig:
     """Everything that determines a run; saved as ``config.json`` and inside each checkpoint."""
 
     task: str = DEFAULT_TASK
-    preset: str = "small"
+    preset: str = "tiny"
     task_params: Dict[str, Any] = field(default_factory=dict)
     model: Dict[str, Any] = field(default_factory=dict)
     steps: int = 0
@@ -68,7 +66,7 @@ class TrainConfig:
     compile: bool = False
 
     @classmethod
-    def resolve(cls, task: str = DEFAULT_TASK, preset_name: str = "small",
+    def resolve(cls, task: str = DEFAULT_TASK, preset_name: str = "tiny",
                 **overrides) -> "TrainConfig":
         """The preset's values with ``overrides`` (None = keep the preset's) applied."""
         p = preset(preset_name)
@@ -255,8 +253,9 @@ def train(cfg: TrainConfig, run_dir, resume: bool = False, stop_after: Optional[
             step_loss /= world
         if not torch.isfinite(step_loss):
             raise TrainingError(
-                f"loss is {float(step_loss)} at step {step + 1} (lr {scheduler.get_last_lr()[0]:.3g})"
-                f"; parameters were not updated. Lower --lr or raise the warm-up; the last good "
+                f"loss is {float(step_loss)} at step {step + 1} "
+                f"(lr {scheduler.get_last_lr()[0]:.3g}); parameters were not updated. Lower --lr "
+                f"or raise the warm-up; the last good "
                 f"checkpoint is {ckpt_path if ckpt_path.exists() else 'not written yet'}")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

@@ -14,8 +14,8 @@ def register(sub) -> None:
     p.add_argument("--task", default=DEFAULT_TASK, choices=list(TASKS),
                    help=f"what to learn (default {DEFAULT_TASK}): " +
                    "; ".join(f"{k}: {v.description}" for k, v in TASKS.items()))
-    p.add_argument("--preset", default="small", choices=list(PRESETS),
-                   help="model size and schedule (default small)")
+    p.add_argument("--preset", default="tiny", choices=list(PRESETS),
+                   help="model size and schedule (default tiny: minutes on 2 CPU cores)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto = CUDA when present")
     p.add_argument("--steps", type=int, help="optimiser steps (default: the preset's)")

@@ -55,7 +55,7 @@ def run(args) -> int:
 
 def plot_alignment(model, src_tok, tgt_tok, text, out_ids, path, device) -> None:
     """Heatmap of the last decoder layer's cross-attention, averaged over heads: row t = output
-    token t (and EOS), column s = source token s; each row sums to 1 (a softmax over edges s -> t)."""
+    token t (and EOS), column s = source token s; each row sums to 1 (softmax over edges s -> t)."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -4,8 +4,7 @@
 ``Tokenizer.build(texts, level)`` makes a vocabulary from the training split, and
 ``BatchStream`` turns encoded pairs into an endless, resumable stream of padded batches.
 """
-from .batching import (IGNORE, Batch, BatchStream, collate, encode_pairs, fixed_batches,
-                       pad_sources)
+from .batching import IGNORE, Batch, BatchStream, collate, encode_pairs, fixed_batches, pad_sources
 from .tasks import DEFAULT_TASK, TASKS, TaskData, TaskSpec, english_words, load_task, split_of
 from .tokenizer import BOS, EOS, PAD, SPECIALS, UNK, Tokenizer
 

@@ -4,15 +4,15 @@ Every task is a list of (source text, target text) pairs generated from well-kep
 (``num2words`` for numbers, ``babel`` for dates) or from a seeded random generator (copy, reverse,
 sort). Nothing is downloaded.
 
-Notation: an *item* is the thing a pair is made from (a number, a calendar day, a symbol sequence);
-its *key* is a string naming it. ``u(key) = sha256(task family, key) / 2**256`` in [0, 1) decides the
-split: ``u < test`` -> test, ``u < test + val`` -> validation, otherwise train. Because the split is
-a function of the item alone, the three splits are disjoint by construction (a held-out item is never
-seen in training, whatever the seed or size), and all tasks of one family (en->de, en->fr, ...) hold
-out the *same* items.
+Notation: an *item* is what a pair is made from (a number, a calendar day, a symbol string); its
+*key* is a string naming it. ``u(key)`` = the first 64 bits of sha256(task family, key) / 2**64, in
+[0, 1), decides the split: ``u < test`` -> test, ``u < test + val`` -> validation, else train.
+Because the split is a function of the item alone, the three splits are disjoint by construction
+(a held-out item is never seen in training, whatever the seed or size), and all tasks of one
+family (en-de, en-fr, ...) hold out the *same* items.
 
-Levels: each side of a task is tokenised at ``"char"`` or ``"word"`` (whitespace) level; the task says
-which (see :data:`TASKS`).
+Levels: each side of a task is tokenised at ``"char"`` or ``"word"`` (whitespace) level; the task
+says which (see :data:`TASKS`).
 """
 from __future__ import annotations
 
