@@ -149,12 +149,25 @@ def test_seed_none_leaves_the_random_stream_alone():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_cuda_backend_is_bitwise_reproducible(backend):
-    def run():
+    # No dropout: attention dropout always runs the reference kernel, and the point here is the
+    # pinned kernel's own summation order on the GPU.
+    def run(g):
         torch.manual_seed(0)
-        layer = MultiheadAttentionConv(64, 4, dropout=0.1, backend=backend).cuda().train()
-        g = graphs.causal([300, 517], device="cuda")
+        layer = MultiheadAttentionConv(64, 4, backend=backend).cuda()
         x = torch.randn(g.num_dst, 64, device="cuda", requires_grad=True)
         with deterministic(seed=0):
             out = layer(x, g)
             return [out, *torch.autograd.grad(out.square().sum(), [x, *layer.parameters()])]
-    assert_bitwise_equal(run(), run())
+
+    served = 0
+    for g in (graphs.causal([300, 517], device="cuda"), graphs.window([400, 400], 16,
+                                                                     device="cuda")):
+        try:
+            first = run(g)
+        except ValueError as exc:
+            if f"backend '{backend}' cannot run" in str(exc):
+                continue
+            raise
+        assert_bitwise_equal(run(g), first)
+        served += 1
+    assert served
