@@ -183,7 +183,8 @@ def train_and_evaluate(cfg: dict, workdir: Path, figure: bool = True) -> dict:
             acc[name].append(fit(model, data, ei, cfg))
             if figure and seed == 0 and cls is AttentionGNN and ei is club:
                 _, alphas = model(data.x, club, return_attention=True)
-                attention_figure(data, club.edge_index, alphas[0], workdir / "docs/figures/tutorial_karate.png")
+                attention_figure(data, club.edge_index, alphas[0],
+                                 workdir / "docs/figures/tutorial_karate.png")
     return {"accuracy": acc, "labelled": int(data.train_mask.sum()),
             "test_nodes": int((~data.train_mask).sum()), "seeds": cfg["seeds"],
             "equals_masked_mha_max_abs": check_equals_masked_mha(data, edges),
@@ -191,8 +192,8 @@ def train_and_evaluate(cfg: dict, workdir: Path, figure: bool = True) -> dict:
 
 
 def summary(res: dict) -> str:
-    lines = [f"Zachary karate club: {res['labelled']} labelled members, accuracy on the other "
-             f"{res['test_nodes']}, {res['seeds']} seeds (mean +- std)"]
+    lines = [(f"Zachary karate club: {res['labelled']} labelled members, accuracy on the other "
+              f"{res['test_nodes']}, {res['seeds']} seeds (mean +- std)")]
     for name, a in res["accuracy"].items():
         sd = statistics.stdev(a) if len(a) > 1 else 0.0
         lines.append(f"  {name:<46} {statistics.mean(a):.3f} +- {sd:.3f}   per seed: "

@@ -11,7 +11,7 @@ The interactive HTML view lives in :mod:`gnn_attention.viz_html`.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from torch import Tensor
 from . import graphs
 from .graphs import TokenGraph
 
-Head = Union[int, str]  # a head index, or "mean" (average over heads)
+Head = int | str  # a head index, or "mean" (average over heads)
 EDGE_COLOR = "#1f4e9c"
 
 
@@ -77,8 +77,8 @@ def dense_weights(graph: TokenGraph, alpha: Tensor, head: Head = "mean", seq: in
     return out
 
 
-def select_edges(weight: Tensor, target: Tensor, top_k: Optional[int] = None,
-                 threshold: Optional[float] = None) -> Tensor:
+def select_edges(weight: Tensor, target: Tensor, top_k: int | None = None,
+                 threshold: float | None = None) -> Tensor:
     """Which edges to draw: the ``top_k`` heaviest incoming edges of every target (ties broken by
     edge order) that also weigh at least ``threshold``.
 
@@ -118,8 +118,8 @@ def bigbird_like(T: int, w: int = 1, global_tokens: Sequence[int] = (0,), block:
     return graphs.from_predicate([T], allows, name="bigbird_like")
 
 
-def pattern_gallery(T: int = 8, w: int = 1, dilation: int = 2, S: Optional[int] = None
-                    ) -> Dict[str, TokenGraph]:
+def pattern_gallery(T: int = 8, w: int = 1, dilation: int = 2, S: int | None = None
+                    ) -> dict[str, TokenGraph]:
     """The standard patterns over one sequence, by name: full, causal, window, dilated,
     BigBird-like and cross (S source tokens, default T - 2)."""
     S = max(T - 2, 1) if S is None else S
@@ -168,7 +168,7 @@ def _layout(kind: str, T: int, S: int, bipartite: bool, edges=None):
     raise ValueError(f"layout must be 'circle', 'line' or 'spring', got {kind!r}")
 
 
-def _draw_graph(ax, s: Tensor, t: Tensor, w: Optional[Tensor], T: int, S: int, bipartite: bool,
+def _draw_graph(ax, s: Tensor, t: Tensor, w: Tensor | None, T: int, S: int, bipartite: bool,
                 layout: str, labels=None, node_size: int = 120, node_color="#f2c14e",
                 layout_edges=None):
     """Draw nodes and one arrow per edge s -> t; width and opacity grow with the weight ``w``.
@@ -220,8 +220,8 @@ def _draw_graph(ax, s: Tensor, t: Tensor, w: Optional[Tensor], T: int, S: int, b
 
 
 def attention_graph(graph: TokenGraph, alpha: Tensor, labels=None, head: Head = "mean",
-                    seq: int = 0, top_k: Optional[int] = None, threshold: Optional[float] = None,
-                    layout: str = "circle", title: Optional[str] = None, node_color="#f2c14e",
+                    seq: int = 0, top_k: int | None = None, threshold: float | None = None,
+                    layout: str = "circle", title: str | None = None, node_color="#f2c14e",
                     ax=None) -> Figure:
     """Attention drawn as a weighted directed graph: tokens are nodes, an arrow j -> i per edge kept
     by ``top_k``/``threshold`` (see :func:`select_edges`), its width and opacity proportional to
@@ -247,7 +247,7 @@ def attention_graph(graph: TokenGraph, alpha: Tensor, labels=None, head: Head = 
     return fig
 
 
-def attention_heatmap(weights, row_labels=None, col_labels=None, title: Optional[str] = None,
+def attention_heatmap(weights, row_labels=None, col_labels=None, title: str | None = None,
                       cmap: str = "viridis", ax=None) -> Figure:
     """A heatmap of one attention matrix (rows = queries/targets, columns = keys/sources) with a
     colorbar; NaN cells (no edge) are drawn in light grey. ``weights``: ``[T, S]`` array or tensor,
@@ -274,7 +274,7 @@ def attention_heatmap(weights, row_labels=None, col_labels=None, title: Optional
 
 
 def alignment_plot(weights, src_tokens: Sequence[str], tgt_tokens: Sequence[str],
-                   threshold: float = 0.1, title: Optional[str] = None,
+                   threshold: float = 0.1, title: str | None = None,
                    lines: bool = True) -> Figure:
     """Cross-attention alignment for translation: left, the ``[T, S]`` matrix (target tokens down,
     source tokens across, colorbar); right (``lines``), the source sentence over the target
@@ -316,7 +316,7 @@ def alignment_plot(weights, src_tokens: Sequence[str], tgt_tokens: Sequence[str]
     return fig
 
 
-def plot_patterns(patterns: Optional[Dict[str, TokenGraph]] = None, T: int = 8) -> Figure:
+def plot_patterns(patterns: dict[str, TokenGraph] | None = None, T: int = 8) -> Figure:
     """Each pattern drawn as a graph (top: tokens on a line, one arc per edge; bipartite: sources
     left, targets right) beside its dense mask (bottom: black = edge = attention allowed).
     ``patterns`` defaults to :func:`pattern_gallery` with ``T`` tokens."""

@@ -20,18 +20,18 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
 
 from torch import Tensor
 
 from .graphs import TokenGraph
 from .viz import sequence_edges
 
-Layer = Tuple[Union[TokenGraph, Tensor], Tensor]
+Layer = tuple[TokenGraph | Tensor, Tensor]
 
 
-def _layer_data(layer: Layer, n_src: int, n_dst: int, num_heads: Optional[int]) -> dict:
+def _layer_data(layer: Layer, n_src: int, n_dst: int, num_heads: int | None) -> dict:
     if not (isinstance(layer, (tuple, list)) and len(layer) == 2):
         raise TypeError("each layer must be a pair (TokenGraph or edge_index [2, E], alpha [E, H])")
     graph, alpha = layer
@@ -61,8 +61,8 @@ def _layer_data(layer: Layer, n_src: int, n_dst: int, num_heads: Optional[int]) 
             "heads": alpha.size(1)}
 
 
-def to_html(tokens: Sequence[str], attention: Sequence[Layer], path: Union[str, Path], *,
-            src_tokens: Optional[Sequence[str]] = None,
+def to_html(tokens: Sequence[str], attention: Sequence[Layer], path: str | Path, *,
+            src_tokens: Sequence[str] | None = None,
             title: str = "Attention as message passing") -> Path:
     """Write the interactive view of ``attention`` over ``tokens`` to ``path``; return the path.
 

@@ -6,13 +6,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.collections import LineCollection, PathCollection  # noqa: E402
-from matplotlib.patches import FancyArrowPatch  # noqa: E402
+import numpy as np
+import pytest
+import torch
+from matplotlib.collections import LineCollection, PathCollection
+from matplotlib.patches import FancyArrowPatch
 
-from gnn_attention import MultiheadAttentionConv, graphs, viz  # noqa: E402
+from gnn_attention import MultiheadAttentionConv, graphs, viz
 
 T, S, H = 5, 4, 3
 
@@ -89,7 +89,7 @@ def test_attention_graph_bipartite_has_both_node_sets():
     fig = viz.attention_graph(g, a, labels=(list("wxyz"), list("abcde")), threshold=0.3)
     _render(fig)
     ax = fig.axes[0]
-    nodes = [c for c in ax.collections if isinstance(c, PathCollection)][0]
+    nodes = next(c for c in ax.collections if isinstance(c, PathCollection))
     assert len(nodes.get_offsets()) == S + T
     assert len(_arrows(ax)) == int((a.mean(1) >= 0.3).sum())
     with pytest.raises(ValueError, match="edges"):
@@ -118,7 +118,7 @@ def test_alignment_plot_draws_lines_above_threshold():
     _render(fig)
     matrix_ax, line_ax = fig.axes[0], fig.axes[1]
     assert matrix_ax.images[0].get_array().shape == (T, S)
-    lines = [c for c in line_ax.collections if isinstance(c, LineCollection)][0]
+    lines = next(c for c in line_ax.collections if isinstance(c, LineCollection))
     assert len(lines.get_segments()) == int((W >= 0.2).sum()) == 10
     assert {t.get_text() for t in line_ax.texts} == set(src + tgt)
     assert any(a.get_ylabel() == "attention weight" for a in fig.axes)  # colorbar
@@ -196,7 +196,7 @@ def test_attention_graph_spring_layout_colours_nodes_by_class():
                               node_color=colours)
     _render(fig)
     ax = fig.axes[0]
-    nodes = [c for c in ax.collections if isinstance(c, PathCollection)][0]
+    nodes = next(c for c in ax.collections if isinstance(c, PathCollection))
     assert len(nodes.get_offsets()) == 34 and len(np.unique(nodes.get_facecolors(), axis=0)) == 2
     assert len(_arrows(ax)) == 34  # the heaviest incoming edge of each member
 

@@ -221,7 +221,7 @@ def run_alignment(args) -> int:
         W = W.mean(0) if head == "mean" else W[head]
         layer = args.layer % len(cross)
         _save(viz.alignment_plot(W, src, tgt, threshold=args.threshold, lines=not args.no_lines,
-                                 title=f"trained run, decoder layer {layer}, "
+                                 title=f"trained run, decoder layer {layer + 1} of {len(cross)}, "
                                        + ("mean over heads" if head == "mean" else f"head {head}")),
               args.out)
         return 0
