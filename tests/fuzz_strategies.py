@@ -22,9 +22,10 @@ from gnn_attention import graphs
 from gnn_attention.functional import SCORES
 
 TOL = {torch.float32: (1e-5, 1e-4), torch.float64: (1e-10, 1e-9)}  # (outputs, gradients), abs
-# A sequence side is small, far larger than the other side (very unequal T and S), or empty.
-# (Hypothesis favours the first choice of a one_of / sampled_from: the common case goes first.)
-SIZES = st.one_of(st.integers(1, 6), st.integers(15, 30), st.just(0))
+# A sequence side is small (half the draws), far larger than the other side (very unequal T and
+# S), or empty. Hypothesis favours the first choice of a one_of / sampled_from when it simplifies
+# a case, so the common case goes first; edgeless graphs stay frequent but not dominant.
+SIZES = st.one_of(st.integers(1, 6), st.integers(1, 6), st.integers(15, 30), st.just(0))
 
 
 def assert_close(a: torch.Tensor, b: torch.Tensor, atol: float) -> None:
@@ -45,7 +46,7 @@ def random_graphs(draw, min_edges: int = 0):
     sizes = st.integers(1, 6) if min_edges else SIZES
     dst = draw(st.lists(sizes, min_size=B, max_size=B))
     src = draw(st.lists(sizes, min_size=B, max_size=B)) if bipartite else dst
-    density = draw(st.sampled_from([1.0, 0.5, 0.15] if min_edges else [1.0, 0.5, 0.15, 0.0]))
+    density = draw(st.sampled_from([1.0, 0.5, 0.15] if min_edges else [1.0, 0.5, 0.5, 0.15, 0.0]))
     self_loops = draw(st.sampled_from(["random", "all", "none"]))
     isolate = draw(st.sampled_from([0.0, 0.3]))
     gen = torch.Generator().manual_seed(draw(st.integers(0, 2 ** 31 - 1)))
@@ -68,7 +69,7 @@ def random_graphs(draw, min_edges: int = 0):
 def builder_graphs(draw):
     """A :class:`TokenGraph` from one of the structured builders (what the fast kernels target)."""
     B = draw(st.sampled_from([2, 1, 3, 0]))
-    lengths = draw(st.lists(st.one_of(st.integers(1, 9), st.just(0)), min_size=B, max_size=B))
+    lengths = draw(st.lists(st.integers(0, 9), min_size=B, max_size=B))
     kind = draw(st.sampled_from(["one_node", "full", "causal", "causal_kv", "window", "cross",
                                  "predicate"]))
     align = draw(st.sampled_from(graphs.ALIGNS))
@@ -79,7 +80,7 @@ def builder_graphs(draw):
     if kind == "causal":
         return graphs.causal(lengths, align=align)
     if kind == "causal_kv":  # queries over a cache of another length (bottom-right: decoding)
-        src = draw(st.lists(st.integers(0, 14), min_size=B, max_size=B))
+        src = draw(st.lists(st.integers(1, 14), min_size=B, max_size=B))
         return graphs.causal(lengths, align=align, src_lengths=src)
     if kind == "window":
         return graphs.window(lengths, draw(st.integers(0, 4)), causal=draw(st.booleans()),
