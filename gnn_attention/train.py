@@ -136,7 +136,9 @@ def batch_loss(model: nn.Module, batch: Batch, label_smoothing: float, denom: fl
     """Summed label-smoothed cross-entropy of the batch's target tokens divided by ``denom``."""
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
         logits = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_lengths)
-    return F.cross_entropy(logits.float().flatten(0, 1), batch.tgt_out.flatten(),
+    if logits.dtype not in (torch.float32, torch.float64):  # bf16 under autocast: score in fp32
+        logits = logits.float()
+    return F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(),
                            ignore_index=IGNORE, label_smoothing=label_smoothing,
                            reduction="sum") / denom
 

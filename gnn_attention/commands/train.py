@@ -59,5 +59,8 @@ def run(args) -> int:
         train(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
     except (CheckpointError, TrainingError) as err:
         raise UserError(str(err)) from err
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()  # started by train() under torchrun
     print(f"run directory: {run_dir}")
     return 0
