@@ -10,7 +10,7 @@ from gnn_attention.cli import main
 from gnn_attention.commands.bench import format_ratios, ratios
 
 EXPECTED_KERNEL = {"P1": "dense", "P2": "dense", "P3": "tiled", "P4": "tiled", "P5": "tiled",
-                   "P6": "dense", "P7": "csr", "P8": "csr", "P9": "dense"}
+                   "P6": "dense", "P7": "dense", "P8": "csr", "P9": "dense"}
 
 
 def test_smoke_every_pattern_correct_with_expected_kernel():
