@@ -4,6 +4,7 @@ environment with only rank 0 writing."""
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -82,6 +83,7 @@ def _train_worker(rank: int, world: int, port: int, run_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two fresh interpreters importing torch: ~30 s on shared cores
 def test_train_entry_point_under_two_processes(tmp_path):
     mp.spawn(_train_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     names = sorted(p.name for p in tmp_path.iterdir())
