@@ -32,6 +32,14 @@ def assert_close(a: torch.Tensor, b: torch.Tensor, atol: float) -> None:
     torch.testing.assert_close(a, b, atol=atol, rtol=0)
 
 
+def assert_grad_close(a: torch.Tensor, b: torch.Tensor, tol: float) -> None:
+    """``tol`` absolute for unit-scale gradients, relative to max |b| beyond: a gradient is a sum
+    over up to E edges (a score weight's over all of them), and its float32 rounding grows with it
+    (the long run met a bilinear-score weight gradient of 29.4 off by 1.2e-4 = 4e-6 relative)."""
+    scale = max(1.0, float(b.abs().max())) if b.numel() else 1.0
+    torch.testing.assert_close(a, b, atol=tol * scale, rtol=0)
+
+
 def backend_cannot_serve(exc: BaseException) -> bool:
     """True for a kernel's documented refusal of a graph it was pinned to but cannot execute
     (``kernels.dispatch``: a ValueError "backend '<name>' cannot run <graph>: <why>")."""
