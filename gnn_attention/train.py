@@ -162,11 +162,12 @@ def distributed_env() -> Tuple[int, int, int]:
 
 
 def train(cfg: TrainConfig, run_dir, resume: bool = False, stop_after: Optional[int] = None,
-          progress: bool = True, log=print) -> Dict[str, Any]:
+          progress: bool = True, log=print, overwrite: bool = False) -> Dict[str, Any]:
     """Train ``cfg`` in ``run_dir`` and return the results (also written to ``results.json``).
 
     ``stop_after`` ends the run after that step with a checkpoint, as an interruption would
     (tests use it to check that resuming is exact); the results are then ``{"stopped_at": s}``.
+    ``overwrite`` starts afresh in a directory that holds a checkpoint (replaced at the first save).
     """
     cfg.check()
     run_dir = Path(run_dir)
@@ -187,7 +188,7 @@ def train(cfg: TrainConfig, run_dir, resume: bool = False, stop_after: Optional[
         if replace(saved, steps=cfg.steps, device=cfg.device) != cfg:
             raise TrainingError(f"--resume with a different configuration than {ckpt_path} "
                                 f"(only --steps and --device may change)")
-    elif ckpt_path.exists():
+    elif ckpt_path.exists() and not overwrite:
         raise TrainingError(f"{run_dir} already holds a checkpoint; pass --resume to continue it "
                             f"or choose another --run-dir")
     if main:
@@ -223,8 +224,8 @@ def train(cfg: TrainConfig, run_dir, resume: bool = False, stop_after: Optional[
         model = torch.compile(model)
     autocast = device.type == "cuda"
     metrics = MetricsLog(run_dir) if main else None
-    if metrics is not None and state is not None:
-        metrics.truncate_after(step)
+    if metrics is not None:
+        metrics.truncate_after(step)  # a fresh run (step 0) starts an empty log
     elapsed, tokens = (float(state["elapsed"]), int(state["tokens"])) if state else (0.0, 0)
 
     def checkpoint():

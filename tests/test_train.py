@@ -74,6 +74,10 @@ def test_resume_guards(tmp_path):
     train(cfg, tmp_path, progress=False, log=lambda *_: None)
     with pytest.raises(TrainingError, match="already holds a checkpoint"):
         train(cfg, tmp_path, progress=False)
+    again = train(cfg, tmp_path, progress=False, log=lambda *_: None, overwrite=True)
+    assert again["steps"] == 4  # a fresh run replaced the old one, log included
+    assert [r.split(",")[:2] for r in (tmp_path / "metrics.csv").read_text().splitlines()[1:]] \
+        == [["4", "train"], ["4", "test"]]
     with pytest.raises(TrainingError, match="different configuration"):
         train(config(steps=6, lr=0.5), tmp_path, resume=True, progress=False)
     ckpt = tmp_path / T.CHECKPOINT

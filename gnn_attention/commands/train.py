@@ -23,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--run-dir", default=None, help="where to write (default runs/<task>-<preset>)")
     p.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if <run-dir> holds a checkpoint of an earlier run")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None,
@@ -56,7 +58,10 @@ def run(args) -> int:
         raise UserError(str(err)) from err
     run_dir = args.run_dir or f"runs/{args.task}-{args.preset}"
     try:
-        train(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+        if args.resume and args.overwrite:
+            raise UserError("--resume and --overwrite exclude each other")
+        train(cfg, run_dir, resume=args.resume, progress=not args.no_progress,
+              overwrite=args.overwrite)
     except (CheckpointError, TrainingError) as err:
         raise UserError(str(err)) from err
     finally:
