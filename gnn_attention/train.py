@@ -30,6 +30,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .data import DEFAULT_TASK, IGNORE, Batch, BatchStream, Tokenizer, encode_pairs, load_task
+from .interrupt import StopOnSignal
 from .metrics import MetricsLog, evaluate
 from .presets import preset
 
@@ -245,48 +246,55 @@ def train(cfg: TrainConfig, run_dir, resume: bool = False, stop_after: Optional[
         from tqdm import tqdm
         bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.task}", dynamic_ncols=True)
     model.train()
-    while step < last:
-        t0 = time.perf_counter()
-        batch = next(stream).to(device)
-        denom = global_tokens(batch, device, world) / world
-        loss = batch_loss(model, batch, cfg.label_smoothing, denom, autocast)
-        step_loss = loss.detach().clone()
-        if world > 1:
-            dist.all_reduce(step_loss)
-            step_loss /= world
-        if not torch.isfinite(step_loss):
-            raise TrainingError(
-                f"loss is {float(step_loss)} at step {step + 1} "
-                f"(lr {scheduler.get_last_lr()[0]:.3g}); parameters were not updated. Lower --lr "
-                f"or raise the warm-up; the last good "
-                f"checkpoint is {ckpt_path if ckpt_path.exists() else 'not written yet'}")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        grad_norm = nn.utils.clip_grad_norm_(core.parameters(), cfg.clip_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        step += 1
-        n_tok = batch.num_tokens * world
-        elapsed, tokens = elapsed + time.perf_counter() - t0, tokens + n_tok
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(step_loss):.3f}", tok_s=f"{tokens / elapsed:.0f}")
-        if metrics is not None and (step % 50 == 0 or step == cfg.steps):
-            metrics.log(step, "train", loss=float(step_loss), lr=scheduler.get_last_lr()[0],
-                        grad_norm=float(grad_norm), tokens_per_second=tokens / elapsed,
-                        elapsed_seconds=elapsed)
-        if step % cfg.eval_every == 0 and step < cfg.steps and main:
-            val = evaluate(core, data.val[:cfg.val_examples], src_tok, tgt_tok, device,
-                           cfg.eval_batch_size)
-            metrics.log(step, "val", **{k: val[k] for k in ("loss", "exact_match",
-                                                            "token_accuracy", "bleu")})
-            model.train()
-        if step % cfg.checkpoint_every == 0 or step == last:
-            checkpoint()
+    # A signal now only sets a flag: the step in flight finishes, a checkpoint is saved, we return.
+    with StopOnSignal() as stop:
+        while step < last:
+            t0 = time.perf_counter()
+            batch = next(stream).to(device)
+            denom = global_tokens(batch, device, world) / world
+            loss = batch_loss(model, batch, cfg.label_smoothing, denom, autocast)
+            step_loss = loss.detach().clone()
+            if world > 1:
+                dist.all_reduce(step_loss)
+                step_loss /= world
+            if not torch.isfinite(step_loss):
+                raise TrainingError(
+                    f"loss is {float(step_loss)} at step {step + 1} "
+                    f"(lr {scheduler.get_last_lr()[0]:.3g}); parameters were not updated. Lower --lr "
+                    f"or raise the warm-up; the last good "
+                    f"checkpoint is {ckpt_path if ckpt_path.exists() else 'not written yet'}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            grad_norm = nn.utils.clip_grad_norm_(core.parameters(), cfg.clip_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            step += 1
+            n_tok = batch.num_tokens * world
+            elapsed, tokens = elapsed + time.perf_counter() - t0, tokens + n_tok
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(step_loss):.3f}", tok_s=f"{tokens / elapsed:.0f}")
+            if metrics is not None and (step % 50 == 0 or step == cfg.steps):
+                metrics.log(step, "train", loss=float(step_loss), lr=scheduler.get_last_lr()[0],
+                            grad_norm=float(grad_norm), tokens_per_second=tokens / elapsed,
+                            elapsed_seconds=elapsed)
+            if step % cfg.eval_every == 0 and step < cfg.steps and main:
+                val = evaluate(core, data.val[:cfg.val_examples], src_tok, tgt_tok, device,
+                               cfg.eval_batch_size)
+                metrics.log(step, "val", **{k: val[k] for k in ("loss", "exact_match",
+                                                                "token_accuracy", "bleu")})
+                model.train()
+            interrupted = stop.requested(world, device)
+            if step % cfg.checkpoint_every == 0 or step == last or interrupted:
+                checkpoint()
+            if interrupted:
+                log(f"stopped by {stop.received or 'a signal on another rank'} after step {step}; "
+                    f"checkpoint saved to {ckpt_path}: continue with --resume")
+                break
     if bar is not None:
         bar.close()
     if step < cfg.steps:

@@ -60,12 +60,12 @@ def run(args) -> int:
     try:
         if args.resume and args.overwrite:
             raise UserError("--resume and --overwrite exclude each other")
-        train(cfg, run_dir, resume=args.resume, progress=not args.no_progress,
-              overwrite=args.overwrite)
+        results = train(cfg, run_dir, resume=args.resume, progress=not args.no_progress,
+                        overwrite=args.overwrite)
     except (CheckpointError, TrainingError) as err:
         raise UserError(str(err)) from err
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # started by train() under torchrun
     print(f"run directory: {run_dir}")
-    return 0
+    return 130 if "stopped_at" in results else 0  # 130: interrupted (checkpoint saved)
