@@ -182,7 +182,8 @@ class Seq2SeqModel(_Seq2SeqBase):
 
     def to_dense(self) -> "DenseSeq2SeqModel":
         """The same model with ``nn.Transformer`` as its core (copied weights, same mode)."""
-        dense = DenseSeq2SeqModel(self.config).to(next(self.parameters()).device)
+        p = next(self.parameters())
+        dense = DenseSeq2SeqModel(self.config).to(device=p.device, dtype=p.dtype)
         dense.load_state_dict(self.state_dict())
         return dense.train(self.training)
 

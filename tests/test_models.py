@@ -60,6 +60,14 @@ def test_seq2seq_matches_dense_twin_forward_and_backward(positional, norm_first,
     assert (model(src, sl, tgt, tl) - dense(src, sl, tgt, tl)).abs().max() <= OUT_TOL
 
 
+def test_dense_twin_keeps_dtype_and_matches_in_float64():
+    model = seq2seq().double()
+    dense = model.to_dense()
+    assert all(p.dtype == torch.float64 for p in dense.parameters())
+    src, sl, tgt, tl = batch()
+    assert (model(src, sl, tgt, tl) - dense(src, sl, tgt, tl)).abs().max() <= 1e-12
+
+
 def test_tied_embeddings_share_one_tensor():
     model = seq2seq(tie_embeddings=True)
     assert model.out_proj.weight is model.tgt_embed.weight
