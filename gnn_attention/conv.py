@@ -24,6 +24,7 @@ from torch_geometric.nn import MessagePassing
 
 from .functional import SCORES, _compute_dtype, edge_scores, graph_attention, segment_softmax
 from .graphs import TokenGraph, check_edge_index
+from .kernels import BACKENDS
 
 NodeFeatures = Union[Tensor, Tuple[Union[Tensor, Tuple[Tensor, Tensor]], Tensor]]
 
@@ -61,6 +62,9 @@ class MultiheadAttentionConv(MessagePassing):
                              f"num_heads ({num_heads})")
         if score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        if backend not in BACKENDS + ("message_passing",):
+            raise ValueError(f"backend must be one of {BACKENDS + ('message_passing',)}, "
+                             f"got {backend!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         kw = {"device": device, "dtype": dtype}

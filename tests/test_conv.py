@@ -192,3 +192,8 @@ def test_bad_forward_input():
         conv((torch.randn(2, 5),), g)
     with pytest.raises(ValueError, match="2 source and 3 target"):
         conv((torch.randn(4, 5), torch.randn(3, 12)), g)
+
+
+def test_unknown_backend_is_rejected_at_construction():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        MultiheadAttentionConv(12, 3, backend="cuda_magic")
