@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+import torch
 from hypothesis import HealthCheck, settings
 
 FUZZ_EXAMPLES_DEFAULT = 60
@@ -28,3 +30,13 @@ settings.register_profile("long", max_examples=FUZZ_EXAMPLES_LONG, **_common)
 # The command-line option is applied by hypothesis' pytest plugin after this file is imported,
 # so it overrides the environment variable.
 settings.load_profile(os.environ.get("GNN_ATTENTION_HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the duration of a test: tiny tensors gain nothing from more threads
+    and only pay their synchronisation (large when the cores are shared)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

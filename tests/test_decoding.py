@@ -11,13 +11,7 @@ from gnn_attention.decoding import beam_search, gnmt_length_penalty, greedy_deco
 from gnn_attention.models import Seq2SeqConfig, Seq2SeqModel
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: extra threads only add synchronisation cost (large on a shared machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 B, S, H, C, F, V_SRC, V_TGT = 4, 7, 3, 33, 17, 13, 11

@@ -9,13 +9,7 @@ from gnn_attention.models import (DecoderOnlyConfig, DecoderOnlyModel, DenseSeq2
                                   Seq2SeqModel, pool)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: extra threads only add synchronisation cost (large on a shared machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 B, S, T, H, C, F, V_SRC, V_TGT = 3, 7, 5, 3, 33, 17, 13, 11

@@ -12,13 +12,7 @@ from gnn_attention.positional import (LearnedPositions, T5RelativeBias, alibi_bi
                                       sinusoidal_encoding, t5_bucket)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: extra threads only add synchronisation cost (large on a shared machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 

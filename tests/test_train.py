@@ -15,13 +15,7 @@ SMALL = {"d_model": 32, "nhead": 2, "num_encoder_layers": 1, "num_decoder_layers
          "dim_feedforward": 64, "dropout": 0.1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on shared cores: one thread avoids oversubscription (and is faster here).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def config(**kw):

@@ -10,13 +10,7 @@ from gnn_attention.layers import EncoderLayer
 from gnn_attention.transformer import Transformer, TransformerConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: extra threads only add synchronisation cost (large on a shared machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 # Pairwise-distinct sizes: a swapped axis fails loudly. C = H * D = 3 * 11.
