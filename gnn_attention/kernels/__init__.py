@@ -13,8 +13,12 @@ behind one signature; the choice is made once per graph (:func:`plan.choose`) an
     "csr"        fused SDDMM -> segment softmax -> SpMM, own backward  every graph
     "auto"       full/causal/cross -> dense, window -> tiled, else csr
 
-The additive score (no dot-product form) and attention dropout (its random mask cannot match
-another kernel's) always run the reference. ``return_attention_weights`` under "dense"/"tiled"
+The additive score (no dot-product form) always runs the reference. Attention dropout runs in
+SDPA (``dropout_p``) when the graph's plan is "dense" and no weights are returned: each weight
+alpha_ij is kept with probability 1 - p and scaled by 1 / (1 - p), as in the reference, from
+SDPA's own random stream (so the mask differs from the reference's, as it does between any two
+draws); ``nn.MultiheadAttention`` trains the same way. Every other dropout case runs the reference,
+whose dropped weights can be returned. ``return_attention_weights`` under "dense"/"tiled"
 takes alpha from the CSR kernel's own softmax (exact, ``[E, H]`` scalars only). While
 ``torch.compile`` traces, "auto" runs the reference: the plan lives in a Python dict on the graph
 and the CSR kernel builds sparse tensors, neither of which traces into one graph. Half-precision
@@ -41,9 +45,10 @@ __all__ = ["BACKENDS", "KERNELS", "AttentionMemoryError", "choose", "dispatch"]
 
 def choose(graph, score: str = "scaled_dot", dropout_p: float = 0.0) -> str:
     """The kernel ``backend="auto"`` runs for this graph and options."""
-    if score == "additive" or dropout_p > 0.0 or torch.compiler.is_compiling():
+    if score == "additive" or torch.compiler.is_compiling():
         return "reference"
-    return plan.choose(graph)
+    name = plan.choose(graph)
+    return "reference" if dropout_p > 0.0 and name != "dense" else name
 
 
 def _describe(graph, n_dst, n_src, E, H, D, Dv) -> str:
@@ -51,9 +56,9 @@ def _describe(graph, n_dst, n_src, E, H, D, Dv) -> str:
     return f"{g} (N_dst={n_dst}, N_src={n_src}, E={E}) with H={H}, D={D}, Dv={Dv}"
 
 
-def _estimate(name, graph, n_dst, n_src, E, H, D, Dv, itemsize, bias_heads) -> int:
+def _estimate(name, graph, n_dst, n_src, E, H, D, Dv, itemsize, bias_heads, dropout) -> int:
     if name == "dense":
-        return dense.estimate(graph, n_dst, n_src, H, D, Dv, itemsize, bias_heads)
+        return dense.estimate(graph, n_dst, n_src, H, D, Dv, itemsize, bias_heads, dropout)
     if name == "tiled":
         return tiled.estimate(graph, H, D, Dv, itemsize, bias_heads)
     if name == "csr":
@@ -76,7 +81,7 @@ def dispatch(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor, *,
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     name = choose(graph, score, dropout_p) if backend == "auto" else backend
-    if score == "additive" or dropout_p > 0.0:
+    if score == "additive" or (dropout_p > 0.0 and (name != "dense" or return_attention_weights)):
         name = "reference"  # see module docstring
     if name == "tiled" and tiled.check(graph) is not None:
         raise ValueError(f"backend 'tiled' cannot run {graph!r}: {tiled.check(graph)}")
@@ -84,9 +89,10 @@ def dispatch(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor, *,
     n_src, Dv, E = k.size(0), v.size(-1), edge_index.size(1)
     bias_heads = 0 if edge_bias is None else edge_bias.size(1)
     itemsize = _compute_dtype(q.dtype).itemsize
-    est = plan.cached(graph, ("estimate", name, H, D, Dv, itemsize, bias_heads),
+    dropout = dropout_p > 0.0
+    est = plan.cached(graph, ("estimate", name, H, D, Dv, itemsize, bias_heads, dropout),
                       lambda: _estimate(name, graph, n_dst, n_src, E, H, D, Dv, itemsize,
-                                        bias_heads))
+                                        bias_heads, dropout))
     memory.guard(name, est, lambda: _describe(graph, n_dst, n_src, E, H, D, Dv))
 
     kw = {"edge_bias": edge_bias, "score": score, "score_weight": score_weight, "scale": scale}
@@ -107,7 +113,7 @@ def dispatch(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor, *,
         sdpa_scale = 1.0 if score == "dot" else (1.0 / math.sqrt(D) if scale is None else scale)
     bias = None if edge_bias is None else edge_bias.to(qs.dtype)
     if name == "dense":
-        out = dense.attention(qs, ks, vs, graph, edge_index, bias, sdpa_scale)
+        out = dense.attention(qs, ks, vs, graph, edge_index, bias, sdpa_scale, dropout_p)
     else:
         out = tiled.attention(qs, ks, vs, graph, bias, sdpa_scale)
     out = out.to(v.dtype)

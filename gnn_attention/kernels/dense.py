@@ -120,8 +120,10 @@ def _additive(graph, mask: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor,
-              edge_bias: Tensor | None, scale: float) -> Tensor:
-    """``out [N_dst, H, Dv]`` = SDPA over the graph's blocks, with ``score(q, k) = scale q.k``.
+              edge_bias: Tensor | None, scale: float, dropout_p: float = 0.0) -> Tensor:
+    """``out [N_dst, H, Dv]`` = SDPA over the graph's blocks, with ``score(q, k) = scale q.k``;
+    ``dropout_p`` drops each weight alpha_ij with probability p and scales the rest by 1/(1-p)
+    (SDPA's own dropout, applied to padded slots too, whose weights are already zero).
 
     **Shapes:** q ``[N_dst, H, D]``, k ``[N_src, H, D]``, v ``[N_src, H, Dv]``, edge_bias
     ``[E, H]`` or ``[E, 1]``.
@@ -141,16 +143,16 @@ def attention(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor,
         mask, is_causal = fm.view(B, T, S, Hb).permute(0, 3, 1, 2), False
     q4 = _to_bhtd(q, B, T, lay.dst_gather)
     k4, v4 = _to_bhtd(k, B, S, lay.src_gather), _to_bhtd(v, B, S, lay.src_gather)
-    out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=mask, is_causal=is_causal,
-                                         scale=scale)
+    out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=mask, dropout_p=dropout_p,
+                                         is_causal=is_causal, scale=scale)
     out = out.transpose(1, 2).reshape(B * T, H, Dv)  # a view: SDPA allocates [B, T, H, Dv]
     return out if lay.dst_slot is None else out.index_select(0, lay.dst_slot)
 
 
 def estimate(graph, n_dst: int, n_src: int, H: int, D: int, Dv: int, itemsize: int,
-             bias_heads: int) -> int:
-    """Bytes: padded copies, the mask (bool, or float with a bias) and, in float64 where SDPA runs
-    its math path, the ``[B, H, T, S]`` scores and weights."""
+             bias_heads: int, dropout: bool = False) -> int:
+    """Bytes: padded copies, the mask (bool, or float with a bias) and, in float64 or with dropout
+    where SDPA runs its math path, the ``[B, H, T, S]`` scores, weights and dropout mask."""
     if isinstance(graph, TokenGraph):
         n = lengths(graph)
         B, T, S = n.B, n.T_max, n.S_max
@@ -159,6 +161,6 @@ def estimate(graph, n_dst: int, n_src: int, H: int, D: int, Dv: int, itemsize: i
     total = B * H * (2 * T * D + S * D + S * Dv + 2 * T * Dv) * itemsize + B * T * S
     if bias_heads:
         total += 3 * B * bias_heads * T * S * itemsize
-    if itemsize >= 8:
+    if itemsize >= 8 or dropout:
         total += 3 * B * H * T * S * itemsize
     return total
