@@ -6,8 +6,10 @@ in layer l, head h (each row sums to 1 over the T keys).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..cli import UserError
-from .embed import load_model, resolve
+from .embed import check_lengths, load_model, resolve
 
 
 def register(sub) -> None:
@@ -24,6 +26,8 @@ def register(sub) -> None:
     p.add_argument("--keys", nargs="+", metavar="TOKEN",
                    help="also show the weight on these tokens (e.g. trophy suitcase)")
     p.add_argument("--plot", metavar="PATH", help="save a heatmap figure (layers x heads x keys)")
+    p.add_argument("--html", metavar="PATH",
+                   help="write the interactive page of the sentence (every layer and head)")
     p.add_argument("--model-dir", metavar="DIR",
                    help="a Hugging Face BERT directory (default: the installed all-MiniLM-L6-v2)")
     p.set_defaults(func=run)
@@ -61,6 +65,7 @@ def run(args) -> int:
     if args.top < 1:
         raise UserError(f"--top must be at least 1, got {args.top}")
     directory, tokenizer = resolve(args.model_dir)
+    check_lengths(tokenizer, [args.sentence])
     toks = pretrained.tokens(tokenizer, args.sentence)
     t = _position(toks, args.token, args.occurrence)
     key_pos = [_position(toks, k) for k in args.keys or []]
@@ -83,6 +88,14 @@ def run(args) -> int:
     if args.plot:
         _plot(alpha, toks, t, layers, heads, args.plot)
         print(f"wrote {args.plot}")
+    if args.html:
+        from .. import viz_html
+        from .plot import bert_layers
+
+        words, g, alphas = bert_layers(model, tokenizer, args.sentence)
+        path = viz_html.to_html(words, [(g, a) for a in alphas], args.html,
+                                title=Path(directory).name)
+        print(f"wrote {path}")
     return 0
 
 
@@ -105,5 +118,6 @@ def _plot(alpha, toks, t, layers, heads, path) -> None:
                       rotation=90)
     axes[0, 0].set_title(f"attention of {toks[t]!r} (position {t}) to each key")
     fig.colorbar(im, ax=axes[:, 0].tolist(), label="weight", fraction=0.04, pad=0.02)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)

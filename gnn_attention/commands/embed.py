@@ -24,13 +24,30 @@ def resolve(model_dir):
 
     The tokenizer comes first so that commands can check their input before the model loads.
     """
+    from pathlib import Path
+
     from .. import pretrained
 
+    if model_dir and not Path(model_dir).is_dir():
+        raise UserError(f"model directory {model_dir} does not exist")
     try:
         directory = model_dir or pretrained.minilm_directory()
         return directory, pretrained.load_tokenizer(directory)
     except (FileNotFoundError, ImportError, ValueError) as err:
         raise UserError(str(err)) from None
+
+
+def check_lengths(tokenizer, sentences) -> None:
+    """Reject a sentence longer than the tokenizer's truncation length (which would otherwise be
+    cut silently), saying its length in word pieces ([CLS]/[SEP] included) and the limit."""
+    limit = (tokenizer.truncation or {}).get("max_length")
+    specials = len(tokenizer.encode("").ids)  # [CLS] and [SEP], added to every overflow piece too
+    for b, sentence in enumerate(sentences):
+        enc = tokenizer.encode(sentence)
+        if enc.overflowing:
+            n = len(enc.ids) + sum(sum(o.attention_mask) - specials for o in enc.overflowing)
+            raise UserError(f"sentence {b} is {n} tokens long ([CLS]/[SEP] included); the model "
+                            f"reads at most {limit}")
 
 
 def load_model(directory):
@@ -49,6 +66,7 @@ def run(args) -> int:
     if any(not s.strip() for s in args.sentences):
         raise UserError("sentences must not be empty")
     directory, tokenizer = resolve(args.model_dir)
+    check_lengths(tokenizer, args.sentences)
     model = load_model(directory)
     emb = pretrained.sentence_embeddings(model, tokenizer, args.sentences)
     counts = pretrained.encode(tokenizer, args.sentences)["attention_mask"].sum(1)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from ..cli import UserError
 
@@ -18,17 +19,15 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..checkpoint import CheckpointError
     from ..data import load_task
     from ..metrics import evaluate
-    from ..train import TrainingError, load_run
+    from .translate import load_trained
 
     if args.beam < 1:
         raise UserError(f"--beam must be >= 1, got {args.beam}")
-    try:
-        cfg, model, src_tok, tgt_tok, _ = load_run(args.run_dir, args.device)
-    except (CheckpointError, TrainingError) as err:
-        raise UserError(str(err)) from err
+    if args.examples < 0:
+        raise UserError(f"--examples must be >= 0, got {args.examples}")
+    cfg, model, src_tok, tgt_tok, _ = load_trained(args.run_dir, args.device)
     pairs = load_task(cfg.task, **cfg.task_params).split(args.split)
     device = next(model.parameters()).device
     ev = evaluate(model, pairs, src_tok, tgt_tok, device, cfg.eval_batch_size, args.beam)
@@ -37,10 +36,11 @@ def run(args) -> int:
     print(f"{cfg.task} {args.split} ({len(pairs)} held-out pairs, beam {args.beam}): "
           f"exact match {ev['exact_match']:.4f}, token accuracy {ev['token_accuracy']:.4f}, "
           f"BLEU {ev['bleu']:.2f}")
-    for (src, ref), pred in list(zip(pairs, ev["predictions"]))[:max(args.examples, 0)]:
+    for (src, ref), pred in list(zip(pairs, ev["predictions"]))[:args.examples]:
         mark = "ok" if pred == ref else f"expected {ref!r}"
         print(f"  {src!r} -> {pred!r} ({mark})")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(scores, f, indent=2)
     return 0

@@ -132,13 +132,23 @@ def random_attention(words, pattern: str = "full", num_layers: int = 2, num_head
 def minilm_attention(text: str, model_dir=None):
     """Word pieces, the complete graph and per-layer ``alpha [E, H]`` of a BERT encoder
     (default all-MiniLM-L6-v2) on ``text``."""
-    from .. import graphs, pretrained
+    from .. import pretrained
+    from .embed import check_lengths
 
     try:
         directory = model_dir or pretrained.minilm_directory()
         model, tok = pretrained.load_bert(directory), pretrained.load_tokenizer(directory)
     except (FileNotFoundError, ImportError) as err:
         raise UserError(str(err)) from None
+    check_lengths(tok, [text])
+    return bert_layers(model, tok, text)
+
+
+def bert_layers(model, tok, text: str):
+    """Word pieces, the complete graph and per-layer ``alpha [E, H]`` of a loaded BERT encoder
+    on ``text`` (the input of :func:`gnn_attention.viz_html.to_html`)."""
+    from .. import graphs, pretrained
+
     batch = pretrained.encode(tok, [text])
     with torch.no_grad():
         _, _, attentions = model(batch["input_ids"], batch["attention_mask"],
@@ -153,19 +163,11 @@ def minilm_attention(text: str, model_dir=None):
 def run_alignment_weights(run_dir: str, text: str, device: str = "cpu"):
     """Translate ``text`` greedily with a trained run, then read the cross-attention of every
     decoder layer on (source, output + <eos>): ``(src_tokens, out_tokens, [W_l [H, T, S]])``."""
-    from ..checkpoint import CheckpointError
     from ..decoding import greedy_decode
-    from ..train import TrainingError, load_run
+    from .translate import load_trained, source_ids
 
-    try:
-        _, model, src_tok, tgt_tok, state = load_run(run_dir, device)
-    except (CheckpointError, TrainingError, FileNotFoundError) as err:
-        raise UserError(str(err)) from None
-    unknown = src_tok.unknown(text)
-    if unknown or not src_tok.encode(text):
-        raise UserError(f"{text!r} cannot be read by this model: "
-                        f"{'unknown symbols ' + repr(unknown) if unknown else 'empty input'}")
-    src_ids = src_tok.encode(text)
+    cfg, model, src_tok, tgt_tok, state = load_trained(run_dir, device)
+    src_ids = source_ids(text, src_tok, model.config.max_len, cfg.task)
     src = torch.tensor([src_ids])
     n = torch.tensor([len(src_ids)])
     with torch.no_grad():
@@ -183,6 +185,10 @@ def run_attention(args) -> int:
 
     if not (args.out or args.heatmap or args.html):
         raise UserError("give at least one of --out, --heatmap, --html")
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        raise UserError(f"--threshold is a weight in [0, 1], got {args.threshold}")
     if args.model == "random":
         words = _words(args.text, "the sentence")
         g, alphas = random_attention(words, args.pattern, args.num_layers, args.num_heads,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..cli import UserError
-from ..data import DEFAULT_TASK, TASKS
+from ..data import DEFAULT_TASK, TASKS, load_task
 from ..presets import PRESETS
 
 
@@ -49,6 +49,10 @@ def run(args) -> int:
         if "max_number" not in TASKS[args.task].params:
             raise UserError(f"--max-number only applies to number tasks, not {args.task}")
         task_params["max_number"] = args.max_number
+        try:  # too small a range leaves a split empty: say so before any model is built
+            load_task(args.task, **task_params)
+        except ValueError as err:
+            raise UserError(f"--max-number {args.max_number}: {err}") from None
     try:
         cfg = TrainConfig.resolve(args.task, args.preset, steps=args.steps,
                                   batch_size=args.batch_size, lr=args.lr, seed=args.seed,

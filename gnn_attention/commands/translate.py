@@ -2,6 +2,8 @@
 plotting the cross-attention alignment (target tokens x source tokens) of the last decoder layer."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from ..cli import UserError
@@ -18,23 +20,49 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def load_trained(run_dir: str, device: str = "auto"):
+    """:func:`gnn_attention.train.load_run` with the user's mistakes as one-line errors: a run
+    directory that does not exist, holds no checkpoint or a corrupted one, ``--device cuda``
+    without CUDA."""
     from ..checkpoint import CheckpointError
+    from ..train import TrainingError, load_run
+
+    if not Path(run_dir).is_dir():
+        raise UserError(f"run directory {run_dir} does not exist (train one with "
+                        f"'gnn-attention train --run-dir {run_dir}')")
+    try:
+        return load_run(run_dir, device)
+    except (CheckpointError, TrainingError) as err:
+        raise UserError(str(err)) from None
+
+
+def source_ids(text: str, src_tok, max_len: int, task: str) -> list:
+    """Source ids of ``text``; unknown symbols (named), empty input and an input longer than the
+    model's ``max_len`` positions are user errors, caught before any computation."""
+    shown = repr(text) if len(text) <= 40 else repr(text[:37] + "...")
+    unknown = list(dict.fromkeys(src_tok.unknown(text)))  # each unknown symbol once, in order
+    if unknown:
+        kind = "characters" if src_tok.level == "char" else "words"
+        raise UserError(f"{shown} cannot be read by the {task} model: unknown {kind} "
+                        + " ".join(repr(u) for u in unknown))
+    ids = src_tok.encode(text)
+    if not ids:
+        raise UserError(f"{shown} cannot be read by the {task} model: empty input")
+    if len(ids) > max_len:
+        raise UserError(f"{shown} is {len(ids)} {src_tok.level}s long; the {task} model reads at "
+                        f"most {max_len} (its max_len)")
+    return ids
+
+
+def run(args) -> int:
     from ..data import pad_sources
     from ..decoding import beam_search, greedy_decode
-    from ..train import TrainingError, load_run
 
     if args.beam < 1:
         raise UserError(f"--beam must be >= 1, got {args.beam}")
-    try:
-        cfg, model, src_tok, tgt_tok, state = load_run(args.run_dir, args.device)
-    except (CheckpointError, TrainingError) as err:
-        raise UserError(str(err)) from err
+    cfg, model, src_tok, tgt_tok, state = load_trained(args.run_dir, args.device)
     for text in args.texts:
-        unknown = src_tok.unknown(text)
-        if unknown or not src_tok.encode(text):
-            raise UserError(f"{text!r} cannot be read by the {cfg.task} model: "
-                            f"{'unknown symbols ' + repr(unknown) if unknown else 'empty input'}")
+        source_ids(text, src_tok, model.config.max_len, cfg.task)
     device = next(model.parameters()).device
     src, lengths = pad_sources([src_tok.encode(t) for t in args.texts])
     src, lengths = src.to(device), lengths.to(device)
@@ -80,5 +108,6 @@ def plot_alignment(model, src_tok, tgt_tok, text, out_ids, path, device) -> None
     ax.set_title("cross-attention (last layer, mean of heads)", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.05)
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
