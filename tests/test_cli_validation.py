@@ -71,11 +71,11 @@ def test_parser_names_the_bad_value(capsys, argv, fragment):
     (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
     (["--lr", "0"], "need lr > 0, 0 <= label_smoothing < 1 and clip_norm > 0"),
     (["--threads", "0"], "--threads must be >= 1, got 0"),
-    (["--task", "reverse", "--max-number", "99"], "--max-number only applies to number tasks, "
-                                                  "not reverse"),
+    (["--task", "reverse", "--max-number", "99"],
+     "--max-number only applies to number tasks, not reverse"),
     (["--task", "digits-en", "--max-number", "3"],
-     "--max-number 3: task 'digits-en' with {'max_number': 3} leaves the val split empty; "
-     "generate more items"),
+     ("--max-number 3: task 'digits-en' with {'max_number': 3} leaves the val split empty; "
+      "generate more items")),
     (["--resume", "--overwrite"], "--resume and --overwrite exclude each other"),
 ])
 def test_train_rejects_bad_numbers_and_flags(capsys, tmp_path, flags, message):
