@@ -97,9 +97,11 @@ def load_checkpoint(path: Union[str, Path], map_location="cpu") -> Dict[str, Any
     try:
         body = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises RuntimeError, UnicodeDecodeError, UnpicklingError...
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        # torch's first sentence names what failed; its further advice (e.g. to retry with
+        # weights_only=False) does not apply to a file that is simply damaged.
+        first = (str(err).splitlines() or [""])[0].split(". ")[0].rstrip(".")
         raise CheckpointError(f"checkpoint {path} is truncated or corrupted and cannot be read "
-                              f"({type(err).__name__}: {first[:120]})") from err
+                              f"({type(err).__name__}: {first})") from err
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a gnn-attention training checkpoint "
                               f"(format {FORMAT})")
