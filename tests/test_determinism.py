@@ -149,8 +149,8 @@ def test_seed_none_leaves_the_random_stream_alone():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_cuda_backend_is_bitwise_reproducible(backend):
-    # No dropout: attention dropout always runs the reference kernel, and the point here is the
-    # pinned kernel's own summation order on the GPU.
+    # No dropout: with dropout a pinned kernel may hand over to another (SDPA's dropout or the
+    # reference), and the point here is the pinned kernel's own summation order on the GPU.
     def run(g):
         torch.manual_seed(0)
         layer = MultiheadAttentionConv(64, 4, backend=backend).cuda()
