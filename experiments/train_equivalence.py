@@ -4,7 +4,9 @@ The graph Seq2SeqModel and its ``to_dense()`` twin (``nn.Transformer`` inside, w
 trained side by side: same initial weights, same batches, dropout 0, CPU, AdamW with the same
 schedule. We record both loss curves and their difference (target: |Δ loss| <= 1e-4 for every one
 of the first 200 steps in float32), in float32 and in float64: float64 separates "the same math"
-(differences at the 1e-15 level) from float32 rounding that training amplifies. Then we time
+(differences at the 1e-15 level) from float32 rounding that training amplifies; a control trains
+the dense twin against itself with 1 and 2 threads (same math, another summation order) to measure
+how far float32 training of one model drifts from itself. Then we time
 training steps of the two models interleaved in this one process (graph step, dense step, ...) so
 that machine load hits both alike, and report the throughput ratio
 R8 = tokens/s(graph) / tokens/s(dense) (target >= 0.9).
@@ -64,6 +66,22 @@ def curves(cfg: TrainConfig, examples, src_tok, tgt_tok, dtype=torch.float32):
         opt, sched = make_optimizer(model, cfg)
         stream = BatchStream(examples, cfg.batch_size, cfg.seed)
         runs.append([one_step(model, opt, sched, next(stream), cfg) for _ in range(cfg.steps)])
+    return runs
+
+
+def thread_control(cfg: TrainConfig, examples, src_tok, tgt_tok, threads=(1, 2)):
+    """The dense twin against itself, float32, trained once per thread count: the same math in a
+    different summation order. How far *its* two curves drift is the floor for any comparison of
+    two float32 implementations of one model."""
+    before, runs = torch.get_num_threads(), []
+    for n in threads:
+        torch.set_num_threads(n)
+        torch.manual_seed(cfg.seed)
+        dense = build_model(cfg.model, src_tok, tgt_tok).to_dense()
+        opt, sched = make_optimizer(dense, cfg)
+        stream = BatchStream(examples, cfg.batch_size, cfg.seed)
+        runs.append([one_step(dense, opt, sched, next(stream), cfg) for _ in range(cfg.steps)])
+    torch.set_num_threads(before)
     return runs
 
 
@@ -131,6 +149,7 @@ def train_and_evaluate(cfg: TrainConfig, workdir: Path, presets=("tiny", "small"
     graph64, dense64 = curves(cfg, examples, src_tok, tgt_tok, torch.float64)
     diff = [abs(a - b) for a, b in zip(graph, dense)]
     diff64 = [abs(a - b) for a, b in zip(graph64, dense64)]
+    dense_1t, dense_2t = thread_control(cfg, examples, src_tok, tgt_tok)
     curve_threads = torch.get_num_threads()
     torch.set_num_threads(timing_threads)
     result = {
@@ -139,7 +158,10 @@ def train_and_evaluate(cfg: TrainConfig, workdir: Path, presets=("tiny", "small"
         "max_abs_loss_diff": max(diff), "tolerance": 1e-4, "within_tolerance": max(diff) <= 1e-4,
         "first_step_with_diff": next((i + 1 for i, d in enumerate(diff) if d > 0), None),
         "loss_graph_float64": graph64, "loss_dense_float64": dense64,
-        "max_abs_loss_diff_float64": max(diff64), "curves_seconds": time.perf_counter() - t0,
+        "max_abs_loss_diff_float64": max(diff64),
+        "control_dense_1_vs_2_threads_max_abs_loss_diff":
+            max(abs(a - b) for a, b in zip(dense_1t, dense_2t)),
+        "curves_seconds": time.perf_counter() - t0,
         "curve_threads": curve_threads, "timing_threads": timing_threads,
         "throughput": [throughput(p, examples, src_tok, tgt_tok) for p in presets],
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
