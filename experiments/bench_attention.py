@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gnn_attention.cli import main
+from gnn_attention.cli.app import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from gnn_attention.decoding import greedy_decode
+from gnn_attention.models.decoding import greedy_decode
 from gnn_attention.models import Seq2SeqConfig, Seq2SeqModel
 
 CONFIG = {"T": 256, "batch": 4, "S": 32, "vocab": 64, "d_model": 128, "nhead": 4, "layers": 2,

@@ -27,9 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gnn_attention import graphs
-from gnn_attention.functional import graph_attention
-from gnn_attention.layers import Encoder, EncoderLayer
-from gnn_attention.viz import bigbird_like
+from gnn_attention.attention.functional import graph_attention
+from gnn_attention.models.layers import Encoder, EncoderLayer
 
 CONFIG = {"lengths": [16, 64, 256, 512], "heads": 4, "head_dim": 16, "depth": 12, "depth_T": 64,
           "d_model": 64, "dim_feedforward": 128, "window": 8, "seed": 0,
@@ -46,7 +45,7 @@ def make_graph(pattern: str, T: int, window: int):
     if pattern == "window":
         return graphs.window([T], window)
     if pattern == "bigbird_like":  # window + 2 global tokens + 1 random block of 8 per query block
-        return bigbird_like(T, w=window // 2, global_tokens=(0, T - 1), block=8, random_blocks=1)
+        return graphs.bigbird([T], w=window // 2, global_tokens=(0, T - 1), block=8, random_blocks=1)
     raise ValueError(pattern)
 
 
@@ -55,7 +54,7 @@ KINDS = ("graph", "reference", "dense")
 
 def _kernel(g) -> str:
     """The kernel ``backend="auto"`` picks for this graph (reported next to its errors)."""
-    from gnn_attention import kernels
+    from gnn_attention.attention import kernels
 
     return kernels.choose(g) if hasattr(kernels, "choose") else "reference"
 

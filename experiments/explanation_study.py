@@ -112,7 +112,7 @@ def _mean(xs):
 
 def minilm_sentence(model, tok, sentence: str) -> dict:
     """Attention maps, rollout, flow, gradient x input and LOO of one sentence (content tokens)."""
-    from gnn_attention import pretrained
+    from gnn_attention.pretrained import bert as pretrained
 
     batch = pretrained.encode(tok, [sentence])
     ids = batch["input_ids"]
@@ -155,7 +155,7 @@ def minilm_sentence(model, tok, sentence: str) -> dict:
 
 
 def minilm_study(sentences) -> tuple:
-    from gnn_attention import pretrained
+    from gnn_attention.pretrained import bert as pretrained
 
     d = pretrained.minilm_directory()
     model, tok = pretrained.load_bert(d), pretrained.load_tokenizer(d)
@@ -209,9 +209,9 @@ def trophy_table(pair) -> list:
 def translator_study(run_dir: str, n_examples: int, seed: int) -> dict:
     """Cross-attention vs gradient x input and LOO on the source tokens, per decoder layer/head,
     for the log-probability of each greedily emitted output token (and <eos>)."""
-    from gnn_attention.data.tasks import load_task
-    from gnn_attention.decoding import greedy_decode
-    from gnn_attention.train import load_run
+    from gnn_attention.training.data.tasks import load_task
+    from gnn_attention.models.decoding import greedy_decode
+    from gnn_attention.training.loop import load_run
 
     cfg, model, src_tok, tgt_tok, state = load_run(run_dir)
     pairs = [p for p in load_task(cfg.task).split("test") if len(src_tok.encode(p[0])) >= 4]

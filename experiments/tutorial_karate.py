@@ -148,7 +148,7 @@ def attention_figure(data, edge_index, alpha, path: Path) -> None:
     """Layer-1 attention (mean over heads) on the club graph, nodes coloured by class."""
     from matplotlib.figure import Figure
 
-    from gnn_attention import viz
+    from gnn_attention.viz import static as viz
 
     g = graphs.from_edge_index(edge_index, [data.num_nodes], [data.num_nodes])
     fig = Figure(figsize=(5.5, 5.5), layout="constrained")

@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from gnn_attention.cli.app import main
 
 sys.exit(main())

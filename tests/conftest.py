@@ -45,7 +45,7 @@ def one_thread():
 def require_minilm():
     """Skip the calling test (or fixture) unless the all-MiniLM-L6-v2 weights and ``tokenizers``
     are installed; return the weights' directory."""
-    from gnn_attention import pretrained
+    from gnn_attention.pretrained import bert as pretrained
 
     try:
         directory = pretrained.minilm_directory()

@@ -19,7 +19,7 @@ import torch
 from hypothesis import strategies as st
 
 from gnn_attention import graphs
-from gnn_attention.functional import SCORES
+from gnn_attention.attention.functional import SCORES
 
 TOL = {torch.float32: (1e-5, 1e-4), torch.float64: (1e-10, 1e-9)}  # (outputs, gradients), abs
 # A sequence side is small (half the draws), far larger than the other side (very unequal T and

@@ -5,14 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from gnn_attention import checkpoint as ck
-from gnn_attention.checkpoint import (
-    CheckpointError,
-    capture_rng,
-    load_checkpoint,
-    restore_rng,
-    save_checkpoint,
-)
+from gnn_attention.training import checkpoint as ck
+from gnn_attention.training.checkpoint import (CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint)
 
 
 def payload(step=3, scale=1.0):

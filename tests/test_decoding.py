@@ -6,8 +6,8 @@ import itertools
 import pytest
 import torch
 
-import gnn_attention.layers as layers
-from gnn_attention.decoding import beam_search, gnmt_length_penalty, greedy_decode
+import gnn_attention.models.layers as layers
+from gnn_attention.models.decoding import beam_search, gnmt_length_penalty, greedy_decode
 from gnn_attention.models import Seq2SeqConfig, Seq2SeqModel
 
 

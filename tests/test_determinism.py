@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from gnn_attention import MultiheadAttentionConv, graphs
-from gnn_attention.determinism import CUBLAS_ENV, deterministic
-from gnn_attention.functional import graph_attention
-from gnn_attention.kernels import BACKENDS
+from gnn_attention.training.determinism import CUBLAS_ENV, deterministic
+from gnn_attention.attention.functional import graph_attention
+from gnn_attention.attention.kernels import BACKENDS
 
 H, D, DV = 3, 11, 13
 PATTERNS = {
@@ -93,7 +93,7 @@ def test_layer_with_dropout_is_bitwise_reproducible_and_the_seed_matters(backend
 _SCRIPT = r"""
 import hashlib, torch
 from gnn_attention import MultiheadAttentionConv, graphs
-from gnn_attention.determinism import deterministic
+from gnn_attention.training.determinism import deterministic
 torch.set_num_threads(2)
 torch.manual_seed(0)
 layer = MultiheadAttentionConv(32, 4, dropout=0.25).train()

@@ -26,9 +26,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from gnn_attention import train as T
-from gnn_attention.checkpoint import load_checkpoint
-from gnn_attention.train import TrainConfig, TrainingError, train
+from gnn_attention.training import loop as T
+from gnn_attention.training.checkpoint import load_checkpoint
+from gnn_attention.training.loop import TrainConfig, TrainingError, train
 
 MODEL = {"d_model": 24, "nhead": 2, "num_encoder_layers": 1, "num_decoder_layers": 1,
          "dim_feedforward": 40, "dropout": 0.1}  # dropout on: resuming must restore the RNG

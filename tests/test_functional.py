@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from gnn_attention import graphs
-from gnn_attention.functional import SCORES, dense_attention, graph_attention
+from gnn_attention.attention.functional import SCORES, dense_attention, graph_attention
 
 H, D, DV = 3, 11, 13  # pairwise distinct so a swapped axis fails loudly
 

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from hypothesis import event, given, note
 from hypothesis import strategies as st
 
-from gnn_attention import MultiheadAttention, MultiheadAttentionConv, graphs, kernels
-from gnn_attention.functional import dense_attention, graph_attention
+from gnn_attention import MultiheadAttention, MultiheadAttentionConv, graphs
+from gnn_attention.attention import kernels
+from gnn_attention.attention.functional import dense_attention, graph_attention
 
 from fuzz_strategies import (TOL, assert_close, assert_grad_close, attention_inputs,  # isort: skip
                              backend_cannot_serve, builder_graphs, dense_mask, random_graphs,

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from gnn_attention import graphs
-from gnn_attention.functional import graph_attention
-from gnn_attention.kernels import choose
+from gnn_attention.attention.functional import graph_attention
+from gnn_attention.attention.kernels import choose
 
 H, D, P = 3, 5, 0.5
 

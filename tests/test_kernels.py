@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from gnn_attention import graphs
-from gnn_attention.functional import graph_attention
-from gnn_attention.kernels import AttentionMemoryError, choose, memory
+from gnn_attention.attention.functional import graph_attention
+from gnn_attention.attention.kernels import AttentionMemoryError, choose, memory
 
 H, D, DV = 3, 5, 7
 

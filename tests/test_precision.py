@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from gnn_attention import MultiheadAttentionConv, graphs
-from gnn_attention.functional import dense_attention, graph_attention
-from gnn_attention.kernels import BACKENDS
+from gnn_attention.attention.functional import dense_attention, graph_attention
+from gnn_attention.attention.kernels import BACKENDS
 
 K = 2
 DTYPES = (torch.float16, torch.bfloat16)

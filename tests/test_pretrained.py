@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import require_minilm
-from gnn_attention import pretrained
+from gnn_attention.pretrained import bert as pretrained
 
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 needs_transformers = pytest.mark.skipif(not HAS_TRANSFORMERS,

@@ -4,10 +4,10 @@ import json
 import pytest
 import torch
 
-from gnn_attention import train as T
-from gnn_attention.checkpoint import load_checkpoint
-from gnn_attention.cli import main
-from gnn_attention.train import TrainConfig, TrainingError, inverse_sqrt, train
+from gnn_attention.training import loop as T
+from gnn_attention.training.checkpoint import load_checkpoint
+from gnn_attention.cli.app import main
+from gnn_attention.training.loop import TrainConfig, TrainingError, inverse_sqrt, train
 
 # A model small enough for the default test run, with dropout on so that resuming must restore
 # the RNG to be exact.

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-import gnn_attention.transformer as tmod
+import gnn_attention.models.transformer as tmod
 from gnn_attention import graphs
-from gnn_attention.layers import EncoderLayer
-from gnn_attention.transformer import Transformer, TransformerConfig
+from gnn_attention.models.layers import EncoderLayer
+from gnn_attention.models.transformer import Transformer, TransformerConfig
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from gnn_attention import MultiheadAttention, MultiheadAttentionConv, graphs
-from gnn_attention.functional import graph_attention
+from gnn_attention.attention.functional import graph_attention
 
 H, D, DV, C = 2, 4, 5, 24
 EI = torch.tensor([[0, 1, 3], [0, 1, 2]])  # 4 sources, 3 targets

@@ -13,7 +13,8 @@ from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.patches import FancyArrowPatch
 
 from conftest import require_minilm
-from gnn_attention import MultiheadAttentionConv, graphs, viz
+from gnn_attention import MultiheadAttentionConv, graphs
+from gnn_attention.viz import static as viz
 
 T, S, H = 5, 4, 3
 
@@ -144,7 +145,7 @@ def test_plot_patterns_draws_each_graph_beside_its_mask():
 
 
 def test_bigbird_like_is_window_plus_global_plus_random_blocks():
-    g = viz.bigbird_like(9, w=1, global_tokens=(0,), block=3, random_blocks=1, seed=0)
+    g = graphs.bigbird([9], w=1, global_tokens=(0,), block=3, random_blocks=1, seed=0)
     m = graphs.to_dense_mask(g)[0]
     assert m[0].all() and m[:, 0].all()  # a global token sees and is seen by everyone
     for t in range(9):
@@ -159,7 +160,7 @@ def test_bigbird_like_is_window_plus_global_plus_random_blocks():
 
 
 def test_plot_commands_write_figures_and_reject_bad_input(tmp_path, capsys):
-    from gnn_attention.cli import main
+    from gnn_attention.cli.app import main
 
     out = tmp_path / "p.png"
     assert main(["plot", "patterns", "--length", "6", "--out", str(out)]) == 0
@@ -176,7 +177,7 @@ def test_plot_commands_write_figures_and_reject_bad_input(tmp_path, capsys):
 
 
 def test_random_attention_rows_are_softmaxes_over_the_pattern():
-    from gnn_attention.commands.plot import random_attention
+    from gnn_attention.cli.commands.plot import random_attention
 
     g, alphas = random_attention(list("abcde"), "causal", num_layers=2, num_heads=3)
     assert len(alphas) == 2 and alphas[0].shape == (g.num_edges, 3)
@@ -226,7 +227,7 @@ def test_tutorial_karate_small_run(tmp_path):
 
 
 def test_minilm_attention_is_a_softmax_per_token_on_the_complete_graph():
-    from gnn_attention.commands.plot import minilm_attention
+    from gnn_attention.cli.commands.plot import minilm_attention
 
     require_minilm()
     toks, g, alphas = minilm_attention("the cat sat")

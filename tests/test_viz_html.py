@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gnn_attention import MultiheadAttentionConv, graphs
-from gnn_attention.viz_html import to_html
+from gnn_attention.viz.html import to_html
 
 TOKENS = ["the", "cat", "</script>", "on", "mat"]  # a hostile token must stay text
 H = 3

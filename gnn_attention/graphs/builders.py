@@ -10,8 +10,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .core import (ALIGNS, Lengths, Pattern, Predicate, TokenGraph, _from_ranges,
-                   _local_positions, _ptr, as_lengths, from_edge_index)
+from gnn_attention.graphs.core import (ALIGNS, Lengths, Pattern, Predicate, TokenGraph, _from_ranges, _local_positions, _ptr, as_lengths, from_edge_index)
 
 
 

@@ -6,7 +6,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .core import CONVENTIONS, Pattern, TokenGraph, _ptr, from_edge_index
+from gnn_attention.graphs.dense import edges_to_dense
+from gnn_attention.graphs.core import CONVENTIONS, Pattern, TokenGraph, _ptr, from_edge_index
 
 
 
@@ -77,13 +78,8 @@ def to_dense_mask(g: TokenGraph, convention: str = "sdpa") -> Tensor:
     Positions beyond a sequence's lengths (padding) have no edges, so they are blocked.
     """
     _check_convention(convention)
-    B = g.batch_size
-    T = int(g.dst_lengths.max()) if B else 0
-    S = int(g.src_lengths.max()) if B else 0
-    src, dst = g.edge_index
-    seq = torch.searchsorted(g.dst_ptr, dst, right=True) - 1
-    allowed = torch.zeros(B, T, S, dtype=torch.bool, device=g.device)
-    allowed[seq, dst - g.dst_ptr[seq], src - g.src_ptr[seq]] = True
+    edge = torch.ones(g.num_edges, dtype=torch.bool, device=g.device)
+    allowed = edges_to_dense(g, edge, fill=False)
     return allowed if convention == "sdpa" else ~allowed
 
 

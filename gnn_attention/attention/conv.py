@@ -1,0 +1,240 @@
+"""``MultiheadAttentionConv``: exact Transformer multi-head attention as a PyG message-passing layer.
+
+Notation: N_src source (key/value) nodes, N_dst target (query) nodes, E edges j -> i,
+H heads, D = embed_dim // H per-head width, C = embed_dim.
+
+    q_i = W_Q x_i + b_Q,   k_j = W_K x_j + b_K,   v_j = W_V x_j + b_V      (split into H heads)
+    out_i = W_O concat_h( sum_{j -> i} alpha^h_ij v^h_j ) + b_O,  alpha^h = segment softmax of
+    score(q^h_i, k^h_j) over the incoming edges of i.
+
+Parameters carry ``nn.MultiheadAttention``'s names and layouts (``in_proj_weight [3C, C]`` or
+``q_proj_weight``/``k_proj_weight``/``v_proj_weight`` when kdim/vdim differ, ``in_proj_bias [3C]``,
+``out_proj``), so weights move both ways with ``load_state_dict``. ``embed_dim`` counts all heads
+(as in torch), not PyG's per-head ``out_channels`` habit.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import MessagePassing
+
+from gnn_attention.attention.functional import graph_attention
+from gnn_attention.attention.math import SCORES, compute_dtype, edge_scores, segment_softmax
+from gnn_attention.graphs import TokenGraph, check_edge_index
+from gnn_attention.attention.kernels import BACKENDS
+
+NodeFeatures = Union[Tensor, Tuple[Union[Tensor, Tuple[Tensor, Tensor]], Tensor]]
+
+
+class MultiheadAttentionConv(MessagePassing):
+    r"""Multi-head attention on the edges of a graph; equal to ``nn.MultiheadAttention`` when the
+    graph is the (masked) complete graph of each sequence.
+
+    Args:
+        embed_dim: total width C of queries and outputs (all heads together).
+        num_heads: H; C must be divisible by H.
+        dropout: dropout on the attention weights (training only).
+        bias: biases in the input and output projections.
+        kdim, vdim: widths of key and value node features (default C).
+        score: ``"scaled_dot"`` (default), ``"dot"``, ``"general"`` or ``"additive"``; the last two
+            add per-head score weights (``score_weight`` or ``score_q``/``score_k``/``score_v``).
+        backend: kernel passed to :func:`graph_attention`; ``"message_passing"`` runs PyG's own
+            ``edge_updater`` + ``propagate`` machinery instead (the textbook form, slowest).
+        strict: raise when a target node has no incoming edge (default: it outputs ``b_O``,
+            i.e. zero attention output, as SDPA's safe softmax).
+
+    **Shapes:** ``x``: ``[N, C]`` (self-attention) or a pair ``(x_src, x_dst)`` with ``x_src``
+    ``[N_src, kdim]`` (or a pair ``(x_key [N_src, kdim], x_value [N_src, vdim])``) and ``x_dst``
+    ``[N_dst, C]``; ``edge_index``: ``[2, E]`` or a :class:`~gnn_attention.graphs.TokenGraph`;
+    ``edge_bias``: optional ``[E, H]``. Output: ``[N_dst, C]``, or
+    ``(out, (edge_index [2, E], alpha [E, H]))`` with ``return_attention_weights=True``.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 kdim: Optional[int] = None, vdim: Optional[int] = None, score: str = "scaled_dot",
+                 backend: str = "auto", strict: bool = False, device=None, dtype=None):
+        super().__init__(aggr="sum", node_dim=0)
+        if embed_dim <= 0 or num_heads <= 0 or embed_dim % num_heads:
+            raise ValueError(f"embed_dim ({embed_dim}) must be a positive multiple of "
+                             f"num_heads ({num_heads})")
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        if backend not in BACKENDS + ("message_passing",):
+            raise ValueError(f"backend must be one of {BACKENDS + ('message_passing',)}, "
+                             f"got {backend!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        kw = {"device": device, "dtype": dtype}
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
+        self.kdim, self.vdim = kdim or embed_dim, vdim or embed_dim
+        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+        self.dropout, self.score, self.backend, self.strict = dropout, score, backend, strict
+        if self._qkv_same_embed_dim:
+            self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim, **kw))
+            self.register_parameter("q_proj_weight", None)
+            self.register_parameter("k_proj_weight", None)
+            self.register_parameter("v_proj_weight", None)
+        else:
+            self.q_proj_weight = nn.Parameter(torch.empty(embed_dim, embed_dim, **kw))
+            self.k_proj_weight = nn.Parameter(torch.empty(embed_dim, self.kdim, **kw))
+            self.v_proj_weight = nn.Parameter(torch.empty(embed_dim, self.vdim, **kw))
+            self.register_parameter("in_proj_weight", None)
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim, **kw)) if bias else None
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **kw)
+        H, D = num_heads, self.head_dim
+        if score == "general":
+            self.score_weight = nn.Parameter(torch.empty(H, D, D, **kw))
+        elif score == "additive":
+            self.score_q = nn.Parameter(torch.empty(H, D, D, **kw))
+            self.score_k = nn.Parameter(torch.empty(H, D, D, **kw))
+            self.score_v = nn.Parameter(torch.empty(H, D, **kw))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise as ``nn.MultiheadAttention`` does (Xavier-uniform projections, zero biases)."""
+        if self._qkv_same_embed_dim:
+            nn.init.xavier_uniform_(self.in_proj_weight)
+        else:
+            for w in (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight):
+                nn.init.xavier_uniform_(w)
+        self.out_proj.reset_parameters()
+        if self.in_proj_bias is not None:
+            nn.init.zeros_(self.in_proj_bias)
+            nn.init.zeros_(self.out_proj.bias)
+        if self.score == "general":
+            # Identity per head: starts as the plain dot product, learns a bilinear form.
+            with torch.no_grad():
+                self.score_weight.copy_(torch.eye(self.head_dim).expand_as(self.score_weight))
+        elif self.score == "additive":
+            for w in (self.score_q, self.score_k):
+                nn.init.xavier_uniform_(w)
+            nn.init.uniform_(self.score_v, -1 / math.sqrt(self.head_dim), 1 / math.sqrt(self.head_dim))
+
+    # -- parameters -------------------------------------------------------------------------
+
+    def score_weights(self):
+        """The score's own weights in the form :func:`graph_attention` takes (None for dot)."""
+        if self.score == "general":
+            return self.score_weight
+        if self.score == "additive":
+            return self.score_q, self.score_k, self.score_v
+        return None
+
+    def _projection(self, i: int) -> Tuple[Tensor, Optional[Tensor]]:
+        C = self.embed_dim
+        w = self.in_proj_weight[i * C:(i + 1) * C] if self._qkv_same_embed_dim else \
+            (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)[i]
+        b = None if self.in_proj_bias is None else self.in_proj_bias[i * C:(i + 1) * C]
+        return w, b
+
+    def project(self, x_key: Tensor, x_value: Tensor, x_query: Tensor):
+        """Input projections split into heads: ``q [N_dst, H, D]``, ``k, v [N_src, H, D]``."""
+        H, D = self.num_heads, self.head_dim
+        if x_key is x_value and x_key is x_query and self._qkv_same_embed_dim:
+            q, k, v = F.linear(x_query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        else:
+            q, k, v = (F.linear(x, *self._projection(i)) for i, x in
+                       enumerate((x_query, x_key, x_value)))
+        return q.reshape(-1, H, D), k.reshape(-1, H, D), v.reshape(-1, H, D)
+
+    # -- forward ----------------------------------------------------------------------------
+
+    def _split(self, x: NodeFeatures):
+        if isinstance(x, Tensor):
+            return x, x, x
+        if not (isinstance(x, (tuple, list)) and len(x) == 2):
+            raise TypeError("x must be a tensor [N, C] or a pair (x_src, x_dst)")
+        x_src, x_dst = x
+        x_key, x_value = (x_src, x_src) if isinstance(x_src, Tensor) else x_src
+        return x_key, x_value, x_dst
+
+    def _check_widths(self, x_key: Tensor, x_value: Tensor, x_query: Tensor) -> None:
+        for name, t, width in (("query/target", x_query, self.embed_dim),
+                               ("key/source", x_key, self.kdim), ("value/source", x_value, self.vdim)):
+            if t.dim() != 2 or t.size(-1) != width:
+                raise ValueError(f"{name} features must have shape [N, {width}], got {list(t.shape)}")
+        if x_key.size(0) != x_value.size(0):
+            raise ValueError(f"keys and values need one row per source node, got {x_key.size(0)} "
+                             f"and {x_value.size(0)}")
+
+    def forward(self, x: NodeFeatures, edge_index: Union[Tensor, TokenGraph],
+                return_attention_weights: bool = False, edge_bias: Optional[Tensor] = None):
+        x_key, x_value, x_query = self._split(x)
+        self._check_widths(x_key, x_value, x_query)
+        q, k, v = self.project(x_key, x_value, x_query)
+        p = self.dropout if self.training else 0.0
+        if self.backend == "message_passing":
+            out, ei, alpha = self._message_passing(q, k, v, edge_index, edge_bias, p)
+        else:
+            res = graph_attention(q, k, v, edge_index, edge_bias=edge_bias, score=self.score,
+                                  score_weight=self.score_weights(), dropout_p=p,
+                                  return_attention_weights=return_attention_weights,
+                                  strict=self.strict, backend=self.backend)
+            out, alpha = res if return_attention_weights else (res, None)
+            ei = edge_index.edge_index if isinstance(edge_index, TokenGraph) else edge_index
+        out = self.out_proj(out.reshape(-1, self.embed_dim))
+        return (out, (ei, alpha)) if return_attention_weights else out
+
+    # -- the same computation through PyG's message-passing machinery --------------------------
+
+    def _message_passing(self, q, k, v, edge_index, edge_bias, dropout_p):
+        graph = edge_index if isinstance(edge_index, TokenGraph) else None
+        ei = graph.edge_index if graph is not None else check_edge_index(edge_index, k.size(0),
+                                                                          q.size(0))
+        if self.strict and q.size(0) and int(torch.bincount(ei[1], minlength=q.size(0)).min()) == 0:
+            raise ValueError("strict=True: a target node has no incoming edge")
+        dtype = compute_dtype(q.dtype)
+        q, k, vc = q.to(dtype), k.to(dtype), v.to(dtype)
+        size = (k.size(0), q.size(0))
+        alpha = self.edge_updater(ei, q=(None, q), k=(k, None), edge_bias=edge_bias, size=size)
+        alpha = F.dropout(alpha, dropout_p) if dropout_p > 0 else alpha
+        out = self.propagate(ei, v=(vc, None), alpha=alpha, size=size)
+        return out.to(v.dtype), ei, alpha.to(v.dtype)
+
+    def edge_update(self, q_i: Tensor, k_j: Tensor, edge_bias: Optional[Tensor], index: Tensor,
+                    size_i: int) -> Tensor:
+        """``alpha_ij`` for every edge: scores, then softmax over the edges sharing target i."""
+        n = q_i.size(0)
+        s = edge_scores(q_i, k_j, torch.arange(n, device=q_i.device).expand(2, n),
+                        score=self.score, score_weight=self.score_weights())
+        return segment_softmax(s if edge_bias is None else s + edge_bias.to(s.dtype), index, size_i)
+
+    def message(self, v_j: Tensor, alpha: Tensor) -> Tensor:
+        """The message j -> i: the value of j weighted by ``alpha_ij`` (per head)."""
+        return alpha.unsqueeze(-1) * v_j
+
+    # -- torch interop -------------------------------------------------------------------------
+
+    @classmethod
+    def from_torch(cls, mha: nn.MultiheadAttention, **kwargs) -> "MultiheadAttentionConv":
+        """A layer with ``mha``'s configuration and a copy of its weights."""
+        if mha.bias_k is not None or mha.add_zero_attn:
+            raise ValueError("add_bias_kv and add_zero_attn have no graph form here; build the "
+                             "extra key/value node explicitly instead")
+        p = next(mha.parameters())
+        layer = cls(mha.embed_dim, mha.num_heads, dropout=mha.dropout,
+                    bias=mha.in_proj_bias is not None, kdim=mha.kdim, vdim=mha.vdim,
+                    device=p.device, dtype=p.dtype, **kwargs)
+        layer.load_state_dict(mha.state_dict())
+        return layer
+
+    def to_torch(self, batch_first: bool = True) -> nn.MultiheadAttention:
+        """An ``nn.MultiheadAttention`` with a copy of this layer's weights."""
+        if self.score != "scaled_dot":
+            raise ValueError(f"nn.MultiheadAttention has only scaled dot-product scores, this layer "
+                             f"uses {self.score!r}")
+        p = self.out_proj.weight
+        mha = nn.MultiheadAttention(self.embed_dim, self.num_heads, dropout=self.dropout,
+                                    bias=self.in_proj_bias is not None, kdim=self.kdim,
+                                    vdim=self.vdim, batch_first=batch_first, device=p.device,
+                                    dtype=p.dtype)
+        mha.load_state_dict(self.state_dict())
+        return mha
+
+    def __repr__(self) -> str:
+        extra = "" if self.score == "scaled_dot" else f", score={self.score!r}"
+        return f"{self.__class__.__name__}({self.embed_dim}, heads={self.num_heads}{extra})"

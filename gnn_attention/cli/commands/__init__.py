@@ -1,0 +1,1 @@
+"""One module per ``gnn-attention`` subcommand, each exposing ``register(subparsers)``."""
