@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from gnn_attention.models.decoding import greedy_decode
 from gnn_attention.models import Seq2SeqConfig, Seq2SeqModel
+from gnn_attention.models.decoding import greedy_decode
 
 CONFIG = {"T": 256, "batch": 4, "S": 32, "vocab": 64, "d_model": 128, "nhead": 4, "layers": 2,
           "dim_feedforward": 512, "repeats": 3, "step_lengths": [16, 64, 256], "threads": 2,

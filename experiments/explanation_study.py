@@ -209,8 +209,8 @@ def trophy_table(pair) -> list:
 def translator_study(run_dir: str, n_examples: int, seed: int) -> dict:
     """Cross-attention vs gradient x input and LOO on the source tokens, per decoder layer/head,
     for the log-probability of each greedily emitted output token (and <eos>)."""
-    from gnn_attention.training.data.tasks import load_task
     from gnn_attention.models.decoding import greedy_decode
+    from gnn_attention.training.data.tasks import load_task
     from gnn_attention.training.loop import load_run
 
     cfg, model, src_tok, tgt_tok, state = load_run(run_dir)

@@ -28,7 +28,13 @@ from pathlib import Path
 import torch
 
 from gnn_attention.training.data import IGNORE, BatchStream, encode_pairs, load_task
-from gnn_attention.training.loop import (TrainConfig, batch_loss, build_model, build_tokenizers, make_optimizer)
+from gnn_attention.training.loop import (
+    TrainConfig,
+    batch_loss,
+    build_model,
+    build_tokenizers,
+    make_optimizer,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,13 +7,30 @@ Packages, in dependency order (each imports only those before it): graphs <- att
 <- pretrained <- training <- viz / tools <- cli. See docs/architecture.md.
 """
 from gnn_attention import graphs, pretrained
-from gnn_attention.attention import (AttentionMemoryError, MultiheadAttentionConv, dense_attention,
-                                     graph_attention, positional)
+from gnn_attention.attention import (
+                                     AttentionMemoryError,
+                                     MultiheadAttentionConv,
+                                     dense_attention,
+                                     graph_attention,
+                                     positional,
+)
 from gnn_attention.graphs import TokenGraph
-from gnn_attention.models import (DecoderOnlyConfig, DecoderOnlyModel, EncoderOnlyConfig,
-                                  EncoderOnlyModel, KVCache, MultiheadAttention, Seq2SeqConfig,
-                                  Seq2SeqModel, Transformer, TransformerConfig, beam_search,
-                                  decoding, greedy_decode, pool)
+from gnn_attention.models import (
+                                     DecoderOnlyConfig,
+                                     DecoderOnlyModel,
+                                     EncoderOnlyConfig,
+                                     EncoderOnlyModel,
+                                     KVCache,
+                                     MultiheadAttention,
+                                     Seq2SeqConfig,
+                                     Seq2SeqModel,
+                                     Transformer,
+                                     TransformerConfig,
+                                     beam_search,
+                                     decoding,
+                                     greedy_decode,
+                                     pool,
+)
 from gnn_attention.pretrained import load_bert, minilm_directory, sentence_embeddings
 from gnn_attention.training.determinism import deterministic
 

@@ -6,14 +6,20 @@ import pytest
 import torch
 
 from gnn_attention.training import checkpoint as ck
-from gnn_attention.training.checkpoint import (CheckpointError, capture_rng, load_checkpoint, restore_rng, save_checkpoint)
+from gnn_attention.training.checkpoint import (
+    CheckpointError,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 
 
 def payload(step=3, scale=1.0):
     return {"step": step, "model": {"w": torch.arange(12.0).view(3, 4) * scale,
                                     "b": torch.ones(4, dtype=torch.bfloat16)},
             "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.98)}]},
-            "scheduler": {"last_epoch": step}, "scaler": {}, "rng": capture_rng(),
+            "scheduler": {"last_epoch": step}, "rng": capture_rng(),
             "data": {"epoch": 0, "index": step}, "config": {"task": "reverse"},
             "tokenizers": {"src": {"level": "char", "vocab": ["<pad>"]}}}
 

@@ -2,10 +2,10 @@
 import re
 
 import pytest
-
 from conftest import require_minilm
-from gnn_attention.pretrained import bert as pretrained
+
 from gnn_attention.cli.app import main
+from gnn_attention.pretrained import bert as pretrained
 
 TROPHY = "The trophy did not fit in the suitcase because it was too big."
 

@@ -13,11 +13,11 @@ import json
 
 import pytest
 import torch
-
 from conftest import require_minilm
-from gnn_attention.training import data
-from gnn_attention.pretrained import bert as pretrained
+
 from gnn_attention.cli.app import main
+from gnn_attention.pretrained import bert as pretrained
+from gnn_attention.training import data
 from gnn_attention.training.loop import TrainConfig, train
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")

@@ -4,7 +4,19 @@ import json
 import pytest
 import torch
 
-from gnn_attention.training.data import (BOS, EOS, IGNORE, PAD, BatchStream, Tokenizer, collate, encode_pairs, english_words, load_task, split_of)
+from gnn_attention.training.data import (
+    BOS,
+    EOS,
+    IGNORE,
+    PAD,
+    BatchStream,
+    Tokenizer,
+    collate,
+    encode_pairs,
+    english_words,
+    load_task,
+    split_of,
+)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from gnn_attention.training.data import collate, encode_pairs, load_task
-from gnn_attention.training.loop import (TrainConfig, batch_loss, build_model, build_tokenizers, global_tokens, train)
+from gnn_attention.training.loop import (
+    TrainConfig,
+    batch_loss,
+    build_model,
+    build_tokenizers,
+    global_tokens,
+    train,
+)
 
 MODEL = {"d_model": 24, "nhead": 2, "num_encoder_layers": 1, "num_decoder_layers": 1,
          "dim_feedforward": 40, "dropout": 0.0}

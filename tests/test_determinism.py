@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from gnn_attention import MultiheadAttentionConv, graphs
-from gnn_attention.training.determinism import CUBLAS_ENV, deterministic
 from gnn_attention.attention.functional import graph_attention
 from gnn_attention.attention.kernels import BACKENDS
+from gnn_attention.training.determinism import CUBLAS_ENV, deterministic
 
 H, D, DV = 3, 11, 13
 PATTERNS = {

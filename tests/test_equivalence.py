@@ -3,8 +3,8 @@ import json
 
 import torch
 
-from gnn_attention.tools import equivalence
 from gnn_attention.cli.app import main
+from gnn_attention.tools import equivalence
 
 
 def test_equivalence_command_writes_json(tmp_path, capsys):

@@ -4,8 +4,16 @@ pooling; decoder-only causality for every kind of positional information."""
 import pytest
 import torch
 
-from gnn_attention.models import (DecoderOnlyConfig, DecoderOnlyModel, DenseSeq2SeqModel, EncoderOnlyConfig, EncoderOnlyModel, Seq2SeqConfig, Seq2SeqModel, pool)
-
+from gnn_attention.models import (
+    DecoderOnlyConfig,
+    DecoderOnlyModel,
+    DenseSeq2SeqModel,
+    EncoderOnlyConfig,
+    EncoderOnlyModel,
+    Seq2SeqConfig,
+    Seq2SeqModel,
+    pool,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 

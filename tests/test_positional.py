@@ -7,8 +7,18 @@ import torch
 
 from gnn_attention import graphs
 from gnn_attention.attention.functional import dense_attention, graph_attention
-from gnn_attention.attention.positional import (LearnedPositions, T5RelativeBias, alibi_bias, alibi_slopes, apply_rotary, edge_positions, node_positions, rotary_tables, sinusoidal_encoding, t5_bucket)
-
+from gnn_attention.attention.positional import (
+    LearnedPositions,
+    T5RelativeBias,
+    alibi_bias,
+    alibi_slopes,
+    apply_rotary,
+    edge_positions,
+    node_positions,
+    rotary_tables,
+    sinusoidal_encoding,
+    t5_bucket,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 

@@ -11,8 +11,8 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import require_minilm
+
 from gnn_attention.pretrained import bert as pretrained
 
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None

@@ -4,9 +4,9 @@ import json
 import pytest
 import torch
 
+from gnn_attention.cli.app import main
 from gnn_attention.training import loop as T
 from gnn_attention.training.checkpoint import load_checkpoint
-from gnn_attention.cli.app import main
 from gnn_attention.training.loop import TrainConfig, TrainingError, inverse_sqrt, train
 
 # A model small enough for the default test run, with dropout on so that resuming must restore

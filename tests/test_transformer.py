@@ -9,7 +9,6 @@ from gnn_attention import graphs
 from gnn_attention.models.layers import EncoderLayer
 from gnn_attention.models.transformer import Transformer, TransformerConfig
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 

@@ -9,10 +9,10 @@ matplotlib.use("Agg")
 import numpy as np
 import pytest
 import torch
+from conftest import require_minilm
 from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.patches import FancyArrowPatch
 
-from conftest import require_minilm
 from gnn_attention import MultiheadAttentionConv, graphs
 from gnn_attention.viz import static as viz
 

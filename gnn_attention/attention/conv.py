@@ -23,9 +23,9 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
 from gnn_attention.attention.functional import graph_attention
+from gnn_attention.attention.kernels import BACKENDS
 from gnn_attention.attention.math import SCORES, compute_dtype, edge_scores, segment_softmax
 from gnn_attention.graphs import TokenGraph, check_edge_index
-from gnn_attention.attention.kernels import BACKENDS
 
 NodeFeatures = Union[Tensor, Tuple[Union[Tensor, Tuple[Tensor, Tensor]], Tensor]]
 
@@ -124,7 +124,11 @@ class MultiheadAttentionConv(MessagePassing):
             return self.score_q, self.score_k, self.score_v
         return None
 
-    def _projection(self, i: int) -> Tuple[Tensor, Optional[Tensor]]:
+    def projection(self, i: int) -> Tuple[Tensor, Optional[Tensor]]:
+        """``(weight [C, C_in], bias [C] or None)`` of input projection ``i`` (0 = query, 1 = key,
+        2 = value), views into ``in_proj_weight`` when q, k, v share the input width."""
+        if i not in (0, 1, 2):
+            raise ValueError(f"projection index must be 0 (query), 1 (key) or 2 (value), got {i}")
         C = self.embed_dim
         w = self.in_proj_weight[i * C:(i + 1) * C] if self._qkv_same_embed_dim else \
             (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)[i]
@@ -137,9 +141,18 @@ class MultiheadAttentionConv(MessagePassing):
         if x_key is x_value and x_key is x_query and self._qkv_same_embed_dim:
             q, k, v = F.linear(x_query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         else:
-            q, k, v = (F.linear(x, *self._projection(i)) for i, x in
+            q, k, v = (F.linear(x, *self.projection(i)) for i, x in
                        enumerate((x_query, x_key, x_value)))
         return q.reshape(-1, H, D), k.reshape(-1, H, D), v.reshape(-1, H, D)
+
+    def project_one(self, x: Tensor, i: int) -> Tensor:
+        """One input projection split into heads: ``x [N, C_in]`` -> ``[N, H, D]`` (``i`` as in
+        :meth:`projection`); e.g. only the query of a decoding step, or only the memory's keys."""
+        return F.linear(x, *self.projection(i)).reshape(-1, self.num_heads, self.head_dim)
+
+    def merge_heads(self, out: Tensor) -> Tensor:
+        """The output projection: ``[N_dst, H, D]`` -> ``[N_dst, C]``."""
+        return self.out_proj(out.reshape(-1, self.embed_dim))
 
     # -- forward ----------------------------------------------------------------------------
 
@@ -166,6 +179,21 @@ class MultiheadAttentionConv(MessagePassing):
         x_key, x_value, x_query = self._split(x)
         self._check_widths(x_key, x_value, x_query)
         q, k, v = self.project(x_key, x_value, x_query)
+        res = self.attend(q, k, v, edge_index, edge_bias, return_attention_weights)
+        if not return_attention_weights:
+            return self.merge_heads(res)
+        out, (ei, alpha) = res
+        return self.merge_heads(out), (ei, alpha)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, edge_index: Union[Tensor, TokenGraph],
+               edge_bias: Optional[Tensor] = None, return_attention_weights: bool = False):
+        """Attention of already projected heads with this layer's score, dropout (in training),
+        strictness and backend (``"message_passing"`` included); no output projection. For
+        callers that touch q/k/v first (rotary embeddings, cached keys and values).
+
+        **Shapes:** ``q [N_dst, H, D]``, ``k, v [N_src, H, D]`` -> ``out [N_dst, H, D]``, or
+        ``(out, (edge_index [2, E], alpha [E, H]))``.
+        """
         p = self.dropout if self.training else 0.0
         if self.backend == "message_passing":
             out, ei, alpha = self._message_passing(q, k, v, edge_index, edge_bias, p)
@@ -176,7 +204,6 @@ class MultiheadAttentionConv(MessagePassing):
                                   strict=self.strict, backend=self.backend)
             out, alpha = res if return_attention_weights else (res, None)
             ei = edge_index.edge_index if isinstance(edge_index, TokenGraph) else edge_index
-        out = self.out_proj(out.reshape(-1, self.embed_dim))
         return (out, (ei, alpha)) if return_attention_weights else out
 
     # -- the same computation through PyG's message-passing machinery --------------------------

@@ -16,8 +16,13 @@ import torch
 from torch import Tensor
 
 from gnn_attention.attention import kernels
-from gnn_attention.attention.math import (SCORES, ScoreWeight, check_inputs,  # noqa: F401
-                                          dense_attention, reference_attention)
+from gnn_attention.attention.math import (  # noqa: F401
+    SCORES,
+    ScoreWeight,
+    check_inputs,
+    dense_attention,
+    reference_attention,
+)
 from gnn_attention.graphs import TokenGraph
 
 
@@ -43,7 +48,6 @@ def graph_attention(q: Tensor, k: Tensor, v: Tensor, edge_index: Union[Tensor, T
     Returns:
         ``out [N_dst, H, Dv]``, or ``(out, alpha [E, H])``.
     """
-    from gnn_attention.attention import kernels
 
     if not 0.0 <= dropout_p <= 1.0:  # a negative p would otherwise be silently ignored
         raise ValueError(f"dropout_p must be in [0, 1], got {dropout_p}")

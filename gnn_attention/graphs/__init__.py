@@ -17,9 +17,22 @@ Conventions (see docs/decisions.md):
 """
 from gnn_attention.graphs.builders import causal, cross, from_predicate, full, window
 from gnn_attention.graphs.composite import bigbird, incremental_causal, padded_cross
-from gnn_attention.graphs.convert import from_dense_mask, intersection, to_dense_mask, to_networkx, union
-from gnn_attention.graphs.core import (ALIGNS, CONVENTIONS, Pattern, TokenGraph, as_lengths,
-                                       check_edge_index, from_edge_index)
+from gnn_attention.graphs.convert import (
+                                       from_dense_mask,
+                                       intersection,
+                                       to_dense_mask,
+                                       to_networkx,
+                                       union,
+)
+from gnn_attention.graphs.core import (
+                                       ALIGNS,
+                                       CONVENTIONS,
+                                       Pattern,
+                                       TokenGraph,
+                                       as_lengths,
+                                       check_edge_index,
+                                       from_edge_index,
+)
 from gnn_attention.graphs.dense import edges_to_dense
 from gnn_attention.graphs.masks import masks_to_graph
 from gnn_attention.graphs.positions import edge_positions, node_positions, sequence_and_position

@@ -10,9 +10,18 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from gnn_attention.graphs.core import (ALIGNS, Lengths, Pattern, Predicate, TokenGraph, _from_ranges, _local_positions, _ptr, as_lengths, from_edge_index)
-
-
+from gnn_attention.graphs.core import (
+    ALIGNS,
+    Lengths,
+    Pattern,
+    Predicate,
+    TokenGraph,
+    _from_ranges,
+    _local_positions,
+    _ptr,
+    as_lengths,
+    from_edge_index,
+)
 
 
 def full(lengths: Lengths, device=None) -> TokenGraph:

@@ -6,10 +6,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from gnn_attention.graphs.dense import edges_to_dense
 from gnn_attention.graphs.core import CONVENTIONS, Pattern, TokenGraph, _ptr, from_edge_index
-
-
+from gnn_attention.graphs.dense import edges_to_dense
 
 
 def _keys(g: TokenGraph) -> Tensor:

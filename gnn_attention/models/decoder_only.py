@@ -17,9 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from gnn_attention import graphs
-from gnn_attention.attention.positional import (LearnedPositions, T5RelativeBias, alibi_bias,
-                                                node_positions, rotary_tables,
-                                                sinusoidal_encoding)
+from gnn_attention.attention.positional import (
+    LearnedPositions,
+    T5RelativeBias,
+    alibi_bias,
+    node_positions,
+    rotary_tables,
+    sinusoidal_encoding,
+)
 from gnn_attention.models.config import Activation, LayerConfig, default
 from gnn_attention.models.layers import encoder_stack
 from gnn_attention.models.packing import check_lengths, check_tokens, lengths_mask, pack, unpack

@@ -20,31 +20,14 @@ import copy
 from typing import List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gnn_attention.attention.conv import MultiheadAttentionConv
-from gnn_attention.models.config import ACTIVATIONS
-from gnn_attention.attention.functional import graph_attention
-from gnn_attention.graphs import TokenGraph
 from gnn_attention.attention.positional import apply_rotary
+from gnn_attention.graphs import TokenGraph
+from gnn_attention.models.config import ACTIVATIONS
 
 Rotary = Optional[Tuple[Tensor, Tensor]]  # (cos, sin) per node, see positional.rotary_tables
-
-
-def attend(attn: MultiheadAttentionConv, q: Tensor, k: Tensor, v: Tensor, graph: TokenGraph,
-           edge_bias: Optional[Tensor] = None, need_weights: bool = False):
-    """Attention of already projected ``q [N_dst, H, D]``, ``k, v [N_src, H, D]`` with ``attn``'s
-    dropout and kernel, then ``attn``'s output projection. Used where the projections must be
-    touched first (rotary embeddings, cached keys/values). Returns ``out [N_dst, C]``, or
-    ``(out, alpha [E, H])``."""
-    p = attn.dropout if attn.training else 0.0
-    backend = "auto" if attn.backend == "message_passing" else attn.backend
-    res = graph_attention(q, k, v, graph, edge_bias=edge_bias, dropout_p=p, strict=attn.strict,
-                          return_attention_weights=need_weights, backend=backend)
-    out, alpha = res if need_weights else (res, None)
-    out = attn.out_proj(out.reshape(q.size(0), attn.embed_dim))
-    return (out, alpha) if need_weights else out
 
 
 def self_attention(attn: MultiheadAttentionConv, x: Tensor, graph: TokenGraph,
@@ -56,8 +39,8 @@ def self_attention(attn: MultiheadAttentionConv, x: Tensor, graph: TokenGraph,
         return (res[0], res[1][1]) if need_weights else (res, None)
     q, k, v = attn.project(x, x, x)
     q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-    res = attend(attn, q, k, v, graph, edge_bias, need_weights)
-    return res if need_weights else (res, None)
+    res = attn.attend(q, k, v, graph, edge_bias, need_weights)
+    return (attn.merge_heads(res[0]), res[1][1]) if need_weights else (attn.merge_heads(res), None)
 
 
 class _FeedForward(nn.Module):
@@ -161,7 +144,6 @@ class DecoderLayer(_FeedForward):
         ``[B, L, H, D]``; ``self_graph`` B targets over ``B * (L + 1)`` sources -> ``(x [B, C],
         (k, v) [B, L + 1, H, D])``. Costs O(L * C + C * F) per sequence, not O(L^2 * C).
         """
-        B = x.size(0)
         new_kv = []
 
         def sa(h):
@@ -170,12 +152,12 @@ class DecoderLayer(_FeedForward):
             v = torch.cat([past_kv[1], v.unsqueeze(1)], 1)
             new_kv.append((k, v))
             flat = lambda t: t.reshape(-1, *t.shape[2:])  # noqa: E731
-            return attend(self.self_attn, q, flat(k), flat(v), self_graph), None
+            return self.self_attn.merge_heads(self.self_attn.attend(q, flat(k), flat(v),
+                                                                    self_graph)), None
 
         def cross(h):
             a = self.multihead_attn
-            q = F.linear(h, *a._projection(0)).view(B, a.num_heads, a.head_dim)
-            return attend(a, q, *memory_kv, cross_graph), None
+            return a.merge_heads(a.attend(a.project_one(h, 0), *memory_kv, cross_graph)), None
 
         x, _ = self._residual(x, sa, self.norm1, self.dropout1)
         x, _ = self._residual(x, cross, self.norm2, self.dropout2)
@@ -186,9 +168,7 @@ class DecoderLayer(_FeedForward):
         """Keys and values of the memory for cross-attention, projected once per source sentence.
         **Shapes:** ``memory [M, C]`` -> two ``[M, H, D]``."""
         a = self.multihead_attn
-        k = F.linear(memory, *a._projection(1)).view(-1, a.num_heads, a.head_dim)
-        v = F.linear(memory, *a._projection(2)).view(-1, a.num_heads, a.head_dim)
-        return k, v
+        return a.project_one(memory, 1), a.project_one(memory, 2)
 
 
 def _clones(layer: nn.Module, n: int) -> nn.ModuleList:

@@ -10,7 +10,7 @@ are all masked outputs zeros instead of NaN.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import Tensor

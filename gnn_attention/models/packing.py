@@ -11,7 +11,6 @@ import torch
 from torch import Tensor
 
 
-
 def lengths_mask(lengths: Tensor, T: int) -> Tensor:
     """``[B, T]`` bool, True at valid positions ``t < lengths[b]`` (right padding)."""
     return torch.arange(T, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)

@@ -23,11 +23,11 @@ import torch
 from torch import Tensor, nn
 
 from gnn_attention import graphs
-from gnn_attention.models.kv_cache import KVCache, decoder_step, init_cache
-from gnn_attention.graphs.dense import edges_to_dense
-from gnn_attention.models.packing import check_lengths, check_tokens, lengths_mask, pack, unpack
 from gnn_attention.attention.positional import LearnedPositions, sinusoidal_encoding
+from gnn_attention.graphs.dense import edges_to_dense
 from gnn_attention.models.config import LayerConfig, TransformerConfig, default
+from gnn_attention.models.kv_cache import KVCache, decoder_step, init_cache
+from gnn_attention.models.packing import check_lengths, check_tokens, lengths_mask, pack, unpack
 from gnn_attention.models.transformer import Transformer
 
 __all__ = ["DenseSeq2SeqModel", "Seq2SeqConfig", "Seq2SeqModel"]

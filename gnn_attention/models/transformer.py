@@ -20,9 +20,9 @@ from typing import Optional
 
 from torch import Tensor, nn
 
+from gnn_attention.graphs import masks_to_graph
 from gnn_attention.models.config import ACTIVATIONS, TransformerConfig
 from gnn_attention.models.layers import Decoder, DecoderLayer, Encoder, EncoderLayer
-from gnn_attention.graphs import masks_to_graph
 
 
 def _activation_name(activation) -> str:

@@ -1,7 +1,7 @@
 """Atomic, verifiable training checkpoints that load with ``torch.load(weights_only=True)``.
 
 A checkpoint is one ``torch.save`` file holding only tensors and plain Python data (dicts, lists,
-tuples, str, int, float, bool, None): model/optimiser/scheduler/scaler state dicts, RNG states,
+tuples, str, int, float, bool, None): model/optimiser/scheduler state dicts, RNG states,
 the data position, the resolved config and the tokenisers as JSON-able dicts. Nothing is pickled
 by class, so loading never executes code from the file.
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 FORMAT = 1
-REQUIRED = ("format", "digest", "step", "model", "optimizer", "scheduler", "scaler", "rng",
+REQUIRED = ("format", "digest", "step", "model", "optimizer", "scheduler", "rng",
             "data", "config", "tokenizers")
 
 

@@ -105,12 +105,6 @@ class MetricsLog:
             self._tb.close()
 
 
-def read_log(path: Path) -> List[Dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-
 # ---------------------------------------------------------------------------------------------
 # Scoring a model on held-out pairs
 
@@ -124,8 +118,8 @@ def evaluate(model: nn.Module, pairs: Sequence[Tuple[str, str]], src_tok, tgt_to
     Returns ``{"loss", "token_accuracy", "exact_match", "bleu", "predictions"}``; the loss is the
     plain (unsmoothed) mean cross-entropy per target token.
     """
-    from gnn_attention.training.data.batching import encode_pairs, fixed_batches, pad_sources
     from gnn_attention.models.decoding import beam_search, greedy_decode
+    from gnn_attention.training.data.batching import encode_pairs, fixed_batches, pad_sources
 
     was_training = model.training
     model.eval()

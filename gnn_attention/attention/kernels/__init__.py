@@ -32,10 +32,10 @@ import math
 import torch
 from torch import Tensor
 
-from gnn_attention.attention.math import compute_dtype, prepare_query, reference_attention
-from gnn_attention.graphs import TokenGraph
 from gnn_attention.attention.kernels import csr, dense, memory, plan, select, tiled
 from gnn_attention.attention.kernels.memory import AttentionMemoryError
+from gnn_attention.attention.math import compute_dtype, prepare_query, reference_attention
+from gnn_attention.graphs import TokenGraph
 
 KERNELS = ("reference", "dense", "tiled", "csr")
 BACKENDS = ("auto",) + KERNELS

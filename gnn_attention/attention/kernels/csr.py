@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gnn_attention.graphs import TokenGraph
 from gnn_attention.attention.kernels.plan import cached
+from gnn_attention.graphs import TokenGraph
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gnn_attention.attention.kernels.plan import DENSE_PATTERNS, cached, lengths
 from gnn_attention.graphs import TokenGraph
 from gnn_attention.graphs.positions import sequence_and_position
-from gnn_attention.attention.kernels.plan import DENSE_PATTERNS, cached, lengths
 
 
 @dataclass(frozen=True)

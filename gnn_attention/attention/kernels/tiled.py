@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gnn_attention.graphs import TokenGraph
 from gnn_attention.attention.kernels.plan import cached, lengths, window_params
+from gnn_attention.graphs import TokenGraph
 
 TILE = 64  # queries per tile (K): at T = 4096, w = 64, K = 32 was slower and K = 128 no faster
 

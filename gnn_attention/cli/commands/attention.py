@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gnn_attention.cli.errors import UserError
 from gnn_attention.cli.commands.embed import check_lengths, load_model, resolve
+from gnn_attention.cli.errors import UserError
 
 
 def register(sub) -> None:
@@ -89,8 +89,8 @@ def run(args) -> int:
         _plot(alpha, toks, t, layers, heads, args.plot)
         print(f"wrote {args.plot}")
     if args.html:
-        from gnn_attention.viz import html as viz_html
         from gnn_attention.cli.commands.plot import bert_layers
+        from gnn_attention.viz import html as viz_html
 
         words, g, alphas = bert_layers(model, tokenizer, args.sentence)
         path = viz_html.to_html(words, [(g, a) for a in alphas], args.html,

@@ -9,8 +9,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from gnn_attention.tools import bench
 from gnn_attention.cli.errors import UserError
+from gnn_attention.tools import bench
 
 TOL = 1e-5  # fp32 max |output - masked SDPA| every timed case must meet
 

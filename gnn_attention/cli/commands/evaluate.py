@@ -19,9 +19,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from gnn_attention.cli.commands.translate import load_trained
     from gnn_attention.training.data import load_task
     from gnn_attention.training.metrics import evaluate
-    from gnn_attention.cli.commands.translate import load_trained
 
     if args.beam < 1:
         raise UserError(f"--beam must be >= 1, got {args.beam}")

@@ -132,8 +132,8 @@ def random_attention(words, pattern: str = "full", num_layers: int = 2, num_head
 def minilm_attention(text: str, model_dir=None):
     """Word pieces, the complete graph and per-layer ``alpha [E, H]`` of a BERT encoder
     (default all-MiniLM-L6-v2) on ``text``."""
-    from gnn_attention.pretrained import bert as pretrained
     from gnn_attention.cli.commands.embed import check_lengths
+    from gnn_attention.pretrained import bert as pretrained
 
     try:
         directory = model_dir or pretrained.minilm_directory()
@@ -164,8 +164,8 @@ def bert_layers(model, tok, text: str):
 def run_alignment_weights(run_dir: str, text: str, device: str = "cpu"):
     """Translate ``text`` greedily with a trained run, then read the cross-attention of every
     decoder layer on (source, output + <eos>): ``(src_tokens, out_tokens, [W_l [H, T, S]])``."""
-    from gnn_attention.models.decoding import greedy_decode
     from gnn_attention.cli.commands.translate import load_trained, source_ids
+    from gnn_attention.models.decoding import greedy_decode
 
     cfg, model, src_tok, tgt_tok, state = load_trained(run_dir, device)
     src_ids = source_ids(text, src_tok, model.config.max_len, cfg.task)
@@ -182,8 +182,8 @@ def run_alignment_weights(run_dir: str, text: str, device: str = "cpu"):
 
 
 def run_attention(args) -> int:
-    from gnn_attention.viz import static as viz
     from gnn_attention.viz import html as viz_html
+    from gnn_attention.viz import static as viz
 
     if not (args.out or args.heatmap or args.html):
         raise UserError("give at least one of --out, --heatmap, --html")

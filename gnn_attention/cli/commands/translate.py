@@ -55,8 +55,8 @@ def source_ids(text: str, src_tok, max_len: int, task: str) -> list:
 
 
 def run(args) -> int:
-    from gnn_attention.training.data import pad_sources
     from gnn_attention.models.decoding import beam_search, greedy_decode
+    from gnn_attention.training.data import pad_sources
 
     if args.beam < 1:
         raise UserError(f"--beam must be >= 1, got {args.beam}")

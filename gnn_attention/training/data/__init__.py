@@ -4,8 +4,24 @@
 ``Tokenizer.build(texts, level)`` makes a vocabulary from the training split, and
 ``BatchStream`` turns encoded pairs into an endless, resumable stream of padded batches.
 """
-from gnn_attention.training.data.batching import (IGNORE, Batch, BatchStream, collate, encode_pairs, fixed_batches, pad_sources)
-from gnn_attention.training.data.tasks import (DEFAULT_TASK, TASKS, TaskData, TaskSpec, english_words, load_task, split_of)
+from gnn_attention.training.data.batching import (
+           IGNORE,
+           Batch,
+           BatchStream,
+           collate,
+           encode_pairs,
+           fixed_batches,
+           pad_sources,
+)
+from gnn_attention.training.data.tasks import (
+           DEFAULT_TASK,
+           TASKS,
+           TaskData,
+           TaskSpec,
+           english_words,
+           load_task,
+           split_of,
+)
 from gnn_attention.training.data.tokenizer import BOS, EOS, PAD, SPECIALS, UNK, Tokenizer
 
 __all__ = ["BOS", "Batch", "BatchStream", "DEFAULT_TASK", "EOS", "IGNORE", "PAD", "SPECIALS",

@@ -22,7 +22,7 @@ import inspect
 import random
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Tuple
 
 Pair = Tuple[str, str]
 SPLITS = ("train", "val", "test")
@@ -198,7 +198,3 @@ def load_task(name: str, val: float = 0.05, test: float = 0.05, **params) -> Tas
             raise ValueError(f"task {name!r} with {params or 'default parameters'} leaves the "
                              f"{s} split empty; generate more items")
     return TaskData(spec, splits["train"], splits["val"], splits["test"])
-
-
-def task_names() -> Sequence[str]:
-    return tuple(TASKS)
