@@ -8,7 +8,7 @@ Two sweeps, both judged against a float64 golden so that graph and dense errors 
 are measured with the same ruler (graph error <= k x dense error is the claim, not graph == dense):
   * function level: ``graph_attention`` vs ``F.scaled_dot_product_attention`` (bool mask, True =
     allowed) for T in ``lengths``: outputs and the gradients of q, k, v;
-  * model level: a stack of L post-norm encoder layers (``gnn_attention.layers.Encoder``) vs
+  * model level: a stack of L post-norm encoder layers (``gnn_attention.models.layers.Encoder``) vs
     ``nn.TransformerEncoder`` with the same weights, output after each of L = 1..``depth`` layers.
 
 Run: ``python experiments/equivalence_report.py`` (writes experiments/results/equivalence_report.json,

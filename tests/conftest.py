@@ -4,7 +4,7 @@ Profiles (pick one with ``pytest --hypothesis-profile NAME`` or the environment 
 ``GNN_ATTENTION_HYPOTHESIS_PROFILE=NAME``; the command-line option wins):
 
   * ``default``: every property test draws ``FUZZ_EXAMPLES_DEFAULT`` cases, so the fuzz suite
-    (``tests/test_fuzz.py``) generates >= 200 cases and runs in well under two minutes on 2 cores.
+    (``tests/properties/test_fuzz.py``) generates >= 200 cases and runs in well under two minutes on 2 cores.
   * ``long``: ``FUZZ_EXAMPLES_LONG`` cases per property test (>= 10,000 across the suite); minutes.
   * ``ci``: like ``default`` but derandomised (the same cases every run), for bisecting.
 

@@ -42,7 +42,7 @@ def graph_attention(q: Tensor, k: Tensor, v: Tensor, edge_index: Union[Tensor, T
         dropout_p: dropout on the attention weights (apply only in training, as with SDPA).
         return_attention_weights: also return ``alpha [E, H]``, in the order of ``edge_index``.
         strict: raise if a target has no incoming edge instead of returning zeros for it.
-        backend: ``"auto"`` or a kernel name from :data:`gnn_attention.kernels.BACKENDS`;
+        backend: ``"auto"`` or a kernel name from :data:`gnn_attention.attention.kernels.BACKENDS`;
             ``"reference"`` runs the readable gather -> segment softmax -> scatter form.
 
     Returns:

@@ -15,7 +15,7 @@ hit all of them alike (median of ``reps``; the naive baseline in a loop of its o
 forward and forward+backward separately (median and min), the library's one-off preprocessing (first call on a
 fresh graph minus a cached call), peak extra memory (process peak RSS above the level before the
 call), and max |output - sdpa_masked output| for every method (the correctness check).
-:mod:`gnn_attention.commands.bench` turns the rows into the ratios R1-R9, a table and plots.
+:mod:`gnn_attention.tools.bench_report` turns the rows into the ratios R1-R9, a table and plots.
 """
 from __future__ import annotations
 

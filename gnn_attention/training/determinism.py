@@ -5,7 +5,7 @@ Notation: E edges, H heads; "bits" = the exact floating-point result, not a tole
 Where run-to-run differences come from in attention as message passing:
   * sums whose order is not fixed: ``index_add`` / scatter-sum of the E x H messages into their
     targets, and the sparse products of the CSR kernel. On CPU these run in a fixed order for a
-    fixed thread count (measured: tests/test_determinism.py). On CUDA they use atomic adds, whose
+    fixed thread count (measured: tests/training/test_determinism.py). On CUDA they use atomic adds, whose
     order changes between runs; ``torch.use_deterministic_algorithms(True)`` makes PyTorch switch
     ``index_add`` to a sorted, deterministic implementation, and raise for an op that has none
     (so a silent difference becomes a loud error);

@@ -7,7 +7,7 @@ weights into one target sum to 1 per head).
 
 Every function *returns* a :class:`matplotlib.figure.Figure` built without pyplot (safe with the Agg
 backend, nothing is shown or saved implicitly); pass ``ax=`` to draw into an existing axes instead.
-The interactive HTML view lives in :mod:`gnn_attention.viz_html`.
+The interactive HTML view lives in :mod:`gnn_attention.viz.html`.
 """
 from __future__ import annotations
 

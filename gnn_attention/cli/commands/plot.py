@@ -146,7 +146,7 @@ def minilm_attention(text: str, model_dir=None):
 
 def bert_layers(model, tok, text: str):
     """Word pieces, the complete graph and per-layer ``alpha [E, H]`` of a loaded BERT encoder
-    on ``text`` (the input of :func:`gnn_attention.viz_html.to_html`)."""
+    on ``text`` (the input of :func:`gnn_attention.viz.to_html`)."""
     from gnn_attention import graphs
     from gnn_attention.pretrained import bert as pretrained
 

@@ -9,8 +9,8 @@ the checkpoint written before the fault. Faults:
     checkpoint is saved, and resuming ends bitwise equal to the straight run;
   * one DDP rank (of 2, gloo) sees a non-finite loss: every rank must stop at the same step with
     the same error, and the last good checkpoint must stay loadable.
-Truncated / bit-flipped checkpoint files are covered in tests/test_checkpoint.py and
-tests/test_train.py.
+Truncated / bit-flipped checkpoint files are covered in tests/training/test_checkpoint.py and
+tests/training/test_loop.py.
 """
 from __future__ import annotations
 

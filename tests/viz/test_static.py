@@ -209,7 +209,7 @@ def test_tutorial_karate_small_run(tmp_path):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "tutorial_karate.py"
+    path = Path(__file__).resolve().parents[2] / "experiments" / "tutorial_karate.py"
     spec = importlib.util.spec_from_file_location("tutorial_karate", path)
     tut = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tut)
@@ -241,7 +241,7 @@ def _explanation_module():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "explanation_study.py"
+    path = Path(__file__).resolve().parents[2] / "experiments" / "explanation_study.py"
     spec = importlib.util.spec_from_file_location("explanation_study", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

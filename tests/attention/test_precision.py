@@ -8,7 +8,7 @@ The criterion (docs/reliability.md): error(path) <= K * max(error(SDPA in the sa
 floor = half an ulp of the output dtype at max |golden| (no path that rounds its result once into
 that dtype can do better). K = 2 on purpose: every graph path scores and normalises in float32 and
 rounds once at the end, as CPU SDPA does, so both errors are dominated by that last rounding
-(measured: every backend at <= 0.69x the bound's base, ``python tests/test_precision.py``); a path
+(measured: every backend at <= 0.69x the bound's base, ``python tests/attention/test_precision.py``); a path
 that runs its softmax in the low precision itself is 3.6-62x the base at magnitude 10 and NaN in
 float16 at magnitude 100 (the ``naive`` control below, which must *fail* the criterion).
 Gradients are held to the same K where the softmax is well conditioned (|scores| <~ 100); at
@@ -235,6 +235,6 @@ def gradient_ratio_table() -> None:
             print(f"{str(dtype)[6:]:9} {seed:4}  {pattern:20} " + "  ".join(cells))
 
 
-if __name__ == "__main__":  # python tests/test_precision.py: the figures in docs/reliability.md
+if __name__ == "__main__":  # python tests/attention/test_precision.py: the figures in docs/reliability.md
     ratio_table()
     gradient_ratio_table()

@@ -4,7 +4,7 @@ Notation: N nodes, E edges, H heads, D/Dv widths, C = embed_dim, B/T/S batch/que
 Entry points: graph builders and conversions (lengths, masks, edge_index), ``graph_attention``,
 ``MultiheadAttentionConv`` (construction and forward, every edge-index path) and
 ``MultiheadAttention`` (nn.MultiheadAttention's contract). Function-level shape errors of
-``graph_attention`` itself are also covered in tests/test_functional.py.
+``graph_attention`` itself are also covered in tests/attention/test_functional.py.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 from gnn_attention.cli.app import main
-from gnn_attention.cli.commands.bench import format_ratios, ratios
+from gnn_attention.tools.bench_report import format_ratios, ratios
 from gnn_attention.tools import bench
 
 EXPECTED_KERNEL = {"P1": "dense", "P2": "dense", "P3": "tiled", "P4": "tiled", "P5": "tiled",
