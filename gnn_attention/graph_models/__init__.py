@@ -1,0 +1,16 @@
+"""Graph transformers as edge programs: attention over chosen edge sets with per-edge attributes.
+
+    encodings   structural encodings: shortest-path distances, spatial bias, degrees, RWSE, LapPE
+    edge_sets   edge sets from a PyG ``batch`` vector: graph, all pairs, k-hop, expander, virtual
+                nodes, typed unions
+    gps         ``GPSLayer``: PyG's ``GPSConv`` without padding (``from_pyg`` copies its weights)
+    graphormer  ``GraphormerLayer``: all pairs with a per-head shortest-path bias
+    exphormer   ``ExphormerLayer``: graph + expander + virtual-node edges, a bias per edge type
+    bench       peak memory and time of ``GPSLayer`` against ``GPSConv`` on ragged batches
+
+May import :mod:`gnn_attention.graphs`, :mod:`gnn_attention.attention` and
+:mod:`gnn_attention.models`, nothing above them.
+"""
+from gnn_attention.graph_models import edge_sets, encodings
+
+__all__ = ["edge_sets", "encodings"]
