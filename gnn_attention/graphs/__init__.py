@@ -15,6 +15,7 @@ Conventions (see docs/decisions.md):
   * Causal alignment is top-left by default (as SDPA ``is_causal``): s <= t. Bottom-right aligns the
     last query with the last key: s <= t + S - T (used by incremental decoding).
 """
+from gnn_attention.graphs.budget import MemoryLimitError
 from gnn_attention.graphs.builders import causal, cross, from_predicate, full, window
 from gnn_attention.graphs.composite import bigbird, incremental_causal, padded_cross
 from gnn_attention.graphs.convert import (
@@ -37,8 +38,8 @@ from gnn_attention.graphs.dense import edges_to_dense
 from gnn_attention.graphs.masks import masks_to_graph
 from gnn_attention.graphs.positions import edge_positions, node_positions, sequence_and_position
 
-__all__ = ["ALIGNS", "CONVENTIONS", "Pattern", "TokenGraph", "as_lengths", "bigbird", "causal",
-           "check_edge_index", "cross", "edge_positions", "edges_to_dense", "from_dense_mask",
-           "from_edge_index", "from_predicate", "full", "incremental_causal", "intersection",
-           "masks_to_graph", "node_positions", "padded_cross", "sequence_and_position",
-           "to_dense_mask", "to_networkx", "union", "window"]
+__all__ = ["ALIGNS", "CONVENTIONS", "MemoryLimitError", "Pattern", "TokenGraph", "as_lengths",
+           "bigbird", "causal", "check_edge_index", "cross", "edge_positions", "edges_to_dense",
+           "from_dense_mask", "from_edge_index", "from_predicate", "full", "incremental_causal",
+           "intersection", "masks_to_graph", "node_positions", "padded_cross",
+           "sequence_and_position", "to_dense_mask", "to_networkx", "union", "window"]

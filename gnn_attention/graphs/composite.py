@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from gnn_attention.graphs.builders import causal, from_predicate
+from gnn_attention.graphs.builders import causal, check_int, from_predicate
 from gnn_attention.graphs.core import Lengths, Pattern, TokenGraph, as_lengths, from_edge_index
 
 
@@ -26,15 +26,14 @@ def bigbird(lengths: Lengths, w: int = 1, global_tokens: Sequence[int] = (0,), b
     ``block`` tokens, ``random_blocks`` random key blocks (drawn once from ``seed``, shared by the
     sequences). Global positions beyond a sequence's length are ignored."""
     n = as_lengths(lengths)
-    if w < 0 or block < 1 or random_blocks < 0:
-        raise ValueError(f"need w >= 0, block >= 1, random_blocks >= 0; got {w}, {block}, "
-                         f"{random_blocks}")
+    w, block = check_int("bigbird w", w, 0), check_int("bigbird block", block, 1)
+    random_blocks = check_int("bigbird random_blocks", random_blocks, 0)
+    glob = torch.tensor([check_int("a global token", g, 0) for g in global_tokens], dtype=torch.long)
     nb = -(-int(n.max()) // block) if n.numel() else 0
     gen = torch.Generator().manual_seed(seed)
     rand = torch.zeros(nb, nb, dtype=torch.bool)
     for b in range(nb):
         rand[b, torch.randperm(nb, generator=gen)[:random_blocks]] = True
-    glob = torch.tensor(list(global_tokens), dtype=torch.long)
 
     def allows(t, s, T, S):
         g = torch.isin(t, glob) | torch.isin(s, glob)
@@ -47,6 +46,7 @@ def padded_cross(src_lengths: Tensor, S_max: int, device=None) -> TokenGraph:
     """Edges ``b * S_max + s -> b`` for every valid memory position s < src_lengths[b]: one query
     per sequence over a padded memory (padded positions are nodes without edges)."""
     n = as_lengths(src_lengths, "src_lengths")
+    S_max = check_int("S_max", S_max, 0)
     if n.numel() and int(n.max()) > S_max:
         raise ValueError(f"src_lengths {n.tolist()} exceed the memory length {S_max}")
     B = n.numel()
@@ -60,6 +60,7 @@ def padded_cross(src_lengths: Tensor, S_max: int, device=None) -> TokenGraph:
 
 def incremental_causal(B: int, L: int, device=None) -> TokenGraph:
     """The self-attention graph of decoding step L: B queries (one per sequence, at position L)
-    over ``B * (L + 1)`` keys (the L cached tokens and the new one)."""
+    over ``B * (L + 1)`` keys (the L cached tokens and the new one). Implicit, O(B)."""
+    B, L = check_int("B", B, 0), check_int("L", L, 0)
     return causal(torch.ones(B, dtype=torch.long), align="bottom_right",
                   src_lengths=torch.full((B,), L + 1), device=device)

@@ -66,8 +66,9 @@ def from_dense_mask(mask: Tensor, convention: str, device=None) -> TokenGraph:
     m, n = torch.full((B,), S), torch.full((B,), T)
     rowptr = _ptr(allowed.sum(-1).flatten().cpu())
     device = device or mask.device
+    # nonzero() lists (b, t, s) in row-major order: sorted, distinct, inside their sequence
     return TokenGraph(ei, B * S, B * T, _ptr(m).to(device), _ptr(n).to(device), rowptr.to(device),
-                      Pattern("dense_mask"), bipartite=T != S)
+                      Pattern("dense_mask"), bipartite=T != S, validate=False)
 
 
 def to_dense_mask(g: TokenGraph, convention: str = "sdpa") -> Tensor:

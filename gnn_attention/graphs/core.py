@@ -1,21 +1,43 @@
-"""The token-graph object, its provenance (:class:`Pattern`) and validation.
+"""The token-graph object, its provenance (:class:`Pattern`), and wrapping edges as a graph.
 
 Notation: B sequences; sequence b has T_b target (query) and S_b source (key) tokens;
 N_dst = sum T_b, N_src = sum S_b nodes; E edges j -> i; t, s = positions inside a sequence.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
+from gnn_attention.graphs import budget
+from gnn_attention.graphs.structured import (
+    ALIGNS,
+    STRUCTURED,
+    canonical_params,
+    edge_bytes,
+    edge_counts,
+    materialise,
+    predicate,
+    ranges,
+)
+from gnn_attention.graphs.validate import (
+    check_edge_attr,
+    check_edge_index,
+    check_pattern,
+    check_same_sequence,
+    reject_duplicates,
+)
+
 Lengths = Union[Sequence[int], Tensor]
 # A predicate over local positions: allows(t, s, T, S) -> bool tensor (broadcasting).
 Predicate = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 CONVENTIONS = ("sdpa", "mha")
-ALIGNS = ("top_left", "bottom_right")
+__all__ = ["ALIGNS", "CONVENTIONS", "Pattern", "TokenGraph", "as_lengths", "check_edge_index",
+           "from_edge_index", "structured_graph"]
+# Peak bytes per edge of from_edge_index: sort key, order, sorted copy and sequence ids (int64).
+WRAP_BYTES_PER_EDGE = 6 * 8
 
 
 @dataclass(frozen=True)
@@ -33,7 +55,6 @@ class Pattern:
     allows: Optional[Predicate] = field(default=None, compare=False, repr=False)
 
 
-@dataclass(frozen=True, eq=False)
 class TokenGraph:
     """A batch of token graphs as one disjoint union, plus what kernels need to execute it.
 
@@ -44,25 +65,89 @@ class TokenGraph:
             ``src_ptr[b]:src_ptr[b+1]`` and target nodes ``dst_ptr[b]:dst_ptr[b+1]``).
         rowptr: ``[N_dst + 1]`` CSR pointers: the incoming edges of target i are
             ``rowptr[i]:rowptr[i+1]``.
-        pattern: the :class:`Pattern` the edges came from.
+        pattern: the :class:`Pattern` the edges came from. Structured names (``full``, ``causal``,
+            ``cross``, ``cross_causal``, ``window``) are checked against the edges: kernels trust
+            them and may never read the edges.
         bipartite: True when sources and targets are different node sets (cross-attention).
+        edge_attr: per-edge inputs given to :func:`from_edge_index`, in ``edge_index``'s order
+            (a tensor with E rows, or a tuple / dict of them), else None.
+        edge_perm: ``[E]`` int64, sorted position k holds the caller's edge ``edge_perm[k]``;
+            None when the caller's edges were already sorted (no reordering happened).
         cache: per-graph memo for kernels (the execution plan is decided once and reused by every
             layer that sees this graph). Never holds user data.
+
+    A structured graph (``edge_index=None`` with a structured pattern, as the builders make) is
+    *implicit*: it holds the lengths only; ``edge_index`` and ``rowptr`` are built on first access
+    and kept (``materialized`` says whether that happened); ``num_edges`` and ``in_degree()`` never
+    need them. Hand-built graphs are validated: edges sorted by (target, source) without
+    duplicates, CSR pointers consistent, no edge between two sequences, structured labels true.
+    ``validate=False`` skips this for edges that are correct by construction.
     """
 
-    edge_index: Tensor
-    num_src: int
-    num_dst: int
-    src_ptr: Tensor
-    dst_ptr: Tensor
-    rowptr: Tensor
-    pattern: Pattern
-    bipartite: bool = False
-    cache: dict = field(default_factory=dict, repr=False)
+    def __init__(self, edge_index: Optional[Tensor], num_src: int, num_dst: int, src_ptr: Tensor,
+                 dst_ptr: Tensor, rowptr: Optional[Tensor], pattern: Pattern,
+                 bipartite: bool = False, cache: Optional[dict] = None, *, edge_attr=None,
+                 edge_perm: Optional[Tensor] = None, validate: bool = True):
+        put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        for k, v in (("num_src", int(num_src)), ("num_dst", int(num_dst)), ("src_ptr", src_ptr),
+                     ("dst_ptr", dst_ptr), ("bipartite", bool(bipartite)),
+                     ("cache", {} if cache is None else cache), ("edge_attr", edge_attr),
+                     ("edge_perm", edge_perm), ("_edge_index", edge_index), ("_rowptr", rowptr),
+                     ("_num_edges", None), ("pattern", pattern)):
+            put(k, v)
+        if validate:
+            _check_ptrs(self)
+        if edge_index is None:
+            if rowptr is not None:
+                raise ValueError("an implicit (structured) TokenGraph takes rowptr=None: both are "
+                                 "built from the pattern")
+            put("pattern", Pattern(pattern.name, canonical_params(pattern.name, pattern.params),
+                                   pattern.allows or predicate(pattern.name, pattern.params)))
+        elif validate:
+            put("pattern", _check_edges(self, edge_index, rowptr))
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"TokenGraph is immutable (cannot set {name!r}); build a new graph")
+
+    @property
+    def materialized(self) -> bool:
+        """Whether ``edge_index`` is held (always for explicit graphs; after first access else)."""
+        return self._edge_index is not None
+
+    @property
+    def edge_index(self) -> Tensor:
+        if self._edge_index is None:
+            E = self.num_edges
+            budget.check(lambda: f"materialising the {E} edges of {self!r}", edge_bytes(E),
+                         "The dense and tiled kernels run structured patterns without edges; use "
+                         "them (backend='auto') or a sparser pattern.")
+            lo, count, step = ranges(self.pattern.name, self.pattern.params, *self._cpu_lengths())
+            ei, rowptr = materialise(self.src_ptr.cpu(), self.dst_ptr.cpu(), lo, count, step)
+            object.__setattr__(self, "_edge_index", ei.to(self.device))
+            if self._rowptr is None:
+                object.__setattr__(self, "_rowptr", rowptr.to(self.device))
+        return self._edge_index
+
+    @property
+    def rowptr(self) -> Tensor:
+        if self._rowptr is None:  # O(N_dst) from the per-target counts: no edge is built
+            object.__setattr__(self, "_rowptr", _ptr(self._counts()).to(self.device))
+        return self._rowptr
+
+    def _cpu_lengths(self):
+        return self.src_ptr.diff().cpu(), self.dst_ptr.diff().cpu()
+
+    def _counts(self) -> Tensor:
+        return ranges(self.pattern.name, self.pattern.params, *self._cpu_lengths())[1]
 
     @property
     def num_edges(self) -> int:
-        return self.edge_index.size(1)
+        if self._edge_index is not None:
+            return self._edge_index.size(1)
+        if self._num_edges is None:  # closed form per sequence: O(B)
+            n = int(edge_counts(self.pattern.name, self.pattern.params, *self._cpu_lengths()).sum())
+            object.__setattr__(self, "_num_edges", n)
+        return self._num_edges
 
     @property
     def batch_size(self) -> int:
@@ -78,18 +163,23 @@ class TokenGraph:
 
     @property
     def device(self) -> torch.device:
-        return self.edge_index.device
+        return self.src_ptr.device
 
     def in_degree(self) -> Tensor:
-        """``[N_dst]`` number of incoming edges (keys a query attends to)."""
-        return self.rowptr.diff()
+        """``[N_dst]`` number of incoming edges (keys a query attends to); O(N_dst) for an
+        implicit graph (no edge is built)."""
+        if self._rowptr is None:
+            return self._counts().to(self.device)
+        return self._rowptr.diff()
 
     def to(self, device: Union[str, torch.device]) -> "TokenGraph":
-        """The same graph on another device (the kernel cache starts empty there)."""
-        move = lambda t: t.to(device)  # noqa: E731
-        return replace(self, edge_index=move(self.edge_index), src_ptr=move(self.src_ptr),
-                       dst_ptr=move(self.dst_ptr), rowptr=move(self.rowptr), cache={})
-
+        """The same graph on another device (the kernel cache starts empty there; an implicit
+        graph stays implicit)."""
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return TokenGraph(move(self._edge_index), self.num_src, self.num_dst, move(self.src_ptr),
+                          move(self.dst_ptr), move(self._rowptr), self.pattern, self.bipartite,
+                          edge_attr=map_edge_attr(self.edge_attr, move),
+                          edge_perm=move(self.edge_perm), validate=False)
     def as_edge_index(self):
         """The edges as PyG's :class:`torch_geometric.EdgeIndex` (sparse size ``(N_src, N_dst)``,
         sorted by target, i.e. ``sort_order="col"``)."""
@@ -122,7 +212,10 @@ class TokenGraph:
 
 def as_lengths(lengths: Lengths, name: str = "lengths") -> Tensor:
     """Lengths as a 1-D int64 CPU tensor, rejecting negative values and non-integers."""
-    t = torch.as_tensor(lengths)
+    try:
+        t = torch.as_tensor(lengths)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{name} must be a sequence of integers, got {lengths!r}") from e
     if t.numel() == 0:  # torch.as_tensor([]) is float32: an empty batch is still integer lengths
         t = t.long()
     if t.dim() != 1:
@@ -139,102 +232,110 @@ def _ptr(lengths: Tensor) -> Tensor:
     return torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
 
 
-def _from_ranges(src_len: Tensor, dst_len: Tensor, lo: Tensor, count: Tensor, step: int,
-                 pattern: Pattern, bipartite: bool, device) -> TokenGraph:
-    """Build a graph where target t of sequence b has sources ``lo[t] + step * k``, k < count[t].
-
-    ``lo`` and ``count`` are per target node ``[N_dst]`` in local (per-sequence) positions; this is
-    how every structured pattern is built without materialising a dense T x S mask.
-    """
+def structured_graph(pattern: Pattern, src_len: Tensor, dst_len: Tensor, bipartite: bool,
+                     device=None) -> TokenGraph:
+    """An implicit graph of a structured pattern: O(B) to build, edges only when asked."""
     src_ptr, dst_ptr = _ptr(src_len), _ptr(dst_len)
-    count = count.clamp_min(0)
-    rowptr = _ptr(count)
-    num_dst = int(dst_ptr[-1])
-    dst = torch.repeat_interleave(torch.arange(num_dst), count)
-    seq = torch.repeat_interleave(torch.arange(dst_len.numel()), dst_len)  # [N_dst]
-    k = torch.arange(dst.numel()) - rowptr[:-1][dst]
-    src = src_ptr[:-1][seq][dst] + lo[dst] + step * k
-    return TokenGraph(edge_index=torch.stack([src, dst]).to(device), num_src=int(src_ptr[-1]),
-                      num_dst=num_dst, src_ptr=src_ptr.to(device), dst_ptr=dst_ptr.to(device),
-                      rowptr=rowptr.to(device), pattern=pattern, bipartite=bipartite)
+    return TokenGraph(None, int(src_ptr[-1]), int(dst_ptr[-1]), src_ptr.to(device),
+                      dst_ptr.to(device), None, pattern, bipartite, validate=False)
 
 
-def _local_positions(dst_len: Tensor, src_len: Tensor):
-    """Per target node: its position t, its sequence's T and S (each ``[N_dst]``)."""
-    seq = torch.repeat_interleave(torch.arange(dst_len.numel()), dst_len)
-    t = torch.arange(seq.numel()) - _ptr(dst_len)[:-1][seq]
-    return t, dst_len[seq], src_len[seq]
+def map_edge_attr(edge_attr, fn):
+    """``fn`` applied to the per-edge tensor(s) of ``edge_attr`` (a tensor, tuple/list, dict)."""
+    if edge_attr is None or isinstance(edge_attr, Tensor):
+        return None if edge_attr is None else fn(edge_attr)
+    if isinstance(edge_attr, dict):
+        return {k: fn(v) for k, v in edge_attr.items()}
+    return tuple(fn(v) for v in edge_attr)
+
+
+def _check_ptrs(g: TokenGraph) -> None:
+    """Offsets ``[B + 1]`` int64 from 0, non-decreasing, ending at the node counts."""
+    for name, ptr, total in (("src_ptr", g.src_ptr, g.num_src), ("dst_ptr", g.dst_ptr, g.num_dst)):
+        if not isinstance(ptr, Tensor) or ptr.dtype != torch.int64 or ptr.dim() != 1 or not ptr.numel():
+            raise ValueError(f"{name} must be a 1-D int64 tensor of B + 1 offsets")
+        if int(ptr[0]) != 0 or int(ptr[-1]) != total or bool((ptr.diff() < 0).any()):
+            raise ValueError(f"{name} must rise from 0 to {total}, got {ptr.tolist()}")
+    if g.src_ptr.numel() != g.dst_ptr.numel():
+        raise ValueError(f"src_ptr and dst_ptr describe {g.src_ptr.numel() - 1} and "
+                         f"{g.dst_ptr.numel() - 1} sequences")
+
+
+def _check_edges(g: TokenGraph, ei: Tensor, rowptr: Tensor) -> Pattern:
+    """A hand-built graph's edges: in range, sorted by (target, source) without duplicates, CSR
+    pointers that match, no edge across sequences, a true structured label. O(E log B)."""
+    if not isinstance(ei, Tensor) or ei.dtype != torch.int64:
+        raise TypeError(f"a TokenGraph's edge_index must be an int64 tensor, got "
+                        f"{getattr(ei, 'dtype', type(ei).__name__)}")
+    check_edge_index(ei, g.num_src, g.num_dst, check_duplicates=False)
+    key = ei[1] * max(g.num_src, 1) + ei[0]
+    if ei.size(1) > 1 and not bool((key[1:] > key[:-1]).all()):
+        raise ValueError("a TokenGraph's edges must be sorted by (target, source) without "
+                         "duplicates (the CSR kernel reads them in order); build it with "
+                         "graphs.from_edge_index, which sorts them")
+    if not isinstance(rowptr, Tensor) or not torch.equal(
+            rowptr.long(), _ptr(torch.bincount(ei[1], minlength=g.num_dst))):
+        raise ValueError("rowptr must be the CSR pointers of the sorted targets ([N_dst + 1], "
+                         "rowptr[i + 1] - rowptr[i] = in-degree of target i)")
+    check_same_sequence(ei, g.src_ptr, g.dst_ptr)
+    return checked_label(g.pattern, ei, g.src_ptr, g.dst_ptr, rowptr)
+
+
+def checked_label(pattern: Pattern, ei: Tensor, src_ptr: Tensor, dst_ptr: Tensor,
+                  rowptr: Tensor) -> Pattern:
+    """A structured label checked against sorted edges (canonical params and predicate filled
+    in); other labels unchanged, since no kernel trusts them."""
+    if pattern.name not in STRUCTURED:
+        return pattern
+    params, allows = check_pattern(pattern.name, pattern.params, ei, src_ptr, dst_ptr, rowptr)
+    return Pattern(pattern.name, params, pattern.allows or allows)
 
 
 def from_edge_index(edge_index: Tensor, src_lengths: Lengths, dst_lengths: Lengths,
-                    pattern: Optional[Pattern] = None, bipartite: bool = False,
-                    device=None) -> TokenGraph:
+                    pattern: Optional[Pattern] = None, bipartite: bool = False, device=None,
+                    edge_attr=None) -> TokenGraph:
     """Wrap arbitrary edges (validated, sorted by (target, source)) as a :class:`TokenGraph`.
 
-    Raises if an edge leaves its sequence (batching is a disjoint union) or appears twice (the
-    edges are a set: a repeated edge would count its key twice in the softmax).
+    Raises if the lengths describe different numbers of sequences, an edge leaves its sequence
+    (batching is a disjoint union) or appears twice (the edges are a set: a repeated edge would
+    count its key twice in the softmax), or a structured ``pattern`` label is not what the edges
+    are (kernels trust those labels and may never read the edges).
+
+    ``edge_attr`` (a tensor with E rows, or a tuple / dict of them) is reordered with the edges and
+    kept as ``graph.edge_attr``. ``graph.edge_perm[k]`` is the caller's index of sorted edge k,
+    None when the edges were already sorted: per-edge values in the caller's order ``v`` are
+    ``v[graph.edge_perm]`` in the graph's order.
+
+    **Shapes:** ``edge_index [2, E]``, ``src_lengths`` / ``dst_lengths`` ``[B]``,
+    ``edge_attr [E, ...]`` -> a graph with ``edge_index [2, E]``, ``edge_perm [E]`` or None.
     """
     m, n = as_lengths(src_lengths, "src_lengths"), as_lengths(dst_lengths, "dst_lengths")
+    if m.numel() != n.numel():
+        raise ValueError(f"src_lengths has {m.numel()} sequences, dst_lengths has {n.numel()}")
     src_ptr, dst_ptr = _ptr(m), _ptr(n)
     num_src, num_dst = int(src_ptr[-1]), int(dst_ptr[-1])
-    ei = check_edge_index(edge_index, num_src, num_dst, check_duplicates=False).to("cpu")
-    if ei.size(1):
-        seq_s = torch.searchsorted(src_ptr, ei[0], right=True) - 1
-        seq_d = torch.searchsorted(dst_ptr, ei[1], right=True) - 1
-        if (seq_s != seq_d).any():
-            raise ValueError("edge_index has edges between two different sequences; a batch of "
-                             "token graphs is a disjoint union")
+    ei = check_edge_index(edge_index, num_src, num_dst, check_duplicates=False)
+    E = ei.size(1)
+    if edge_attr is not None:
+        check_edge_attr(edge_attr, E)
+    budget.check(lambda: f"sorting {E} edges", WRAP_BYTES_PER_EDGE * E,
+                 "Use a structured builder (graphs.full, causal, window, cross) where one fits.")
+    ei = ei.to("cpu")
+    check_same_sequence(ei, src_ptr, dst_ptr)
     key = ei[1] * max(num_src, 1) + ei[0]
-    order = torch.argsort(key, stable=True)
-    ei = ei[:, order]
-    _reject_duplicates(ei, key[order])  # sorted keys: O(E), the sort was needed anyway
+    perm = None
+    if E > 1 and not bool((key[1:] > key[:-1]).all()):  # already sorted: no copy, no permutation
+        perm = torch.argsort(key, stable=True)
+        ei, key = ei[:, perm], key[perm]
+    reject_duplicates(ei, key)  # sorted keys: O(E), the sort was needed anyway
     rowptr = _ptr(torch.bincount(ei[1], minlength=num_dst))
+    label = checked_label(pattern or Pattern("custom"), ei, src_ptr, dst_ptr, rowptr)
     device = edge_index.device if device is None else device
+    if edge_attr is not None:
+        edge_attr = map_edge_attr(edge_attr, lambda a: (
+            a if perm is None else a[perm.to(a.device)]).to(device))
     return TokenGraph(ei.to(device), num_src, num_dst, src_ptr.to(device), dst_ptr.to(device),
-                      rowptr.to(device), pattern or Pattern("custom"), bipartite)
+                      rowptr.to(device), label, bipartite, edge_attr=edge_attr,
+                      edge_perm=None if perm is None else perm.to(device), validate=False)
 
 
-def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int,
-                     check_duplicates: bool = True) -> Tensor:
-    """Validate ``edge_index`` (``[2, E]`` integer, indices in range, no edge twice) and return it
-    as int64.
-
-    Duplicates are rejected, not merged: attention edges form a set, and a repeated edge j -> i
-    would silently give key j twice the weight in the softmax of target i. The check costs O(E) when
-    the edges are already sorted by (target, source) (as in every :class:`TokenGraph`), else one sort.
-    """
-    if not isinstance(edge_index, Tensor):
-        raise TypeError(f"edge_index must be a Tensor or TokenGraph, got {type(edge_index).__name__}")
-    if edge_index.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"edge_index must have an integer dtype (int64), got {edge_index.dtype}")
-    if edge_index.dim() != 2 or edge_index.size(0) != 2:
-        raise ValueError(f"edge_index must have shape [2, E], got {tuple(edge_index.shape)}")
-    if torch.compiler.is_compiling():
-        # Value checks read the data on the host, which would break a compiled graph: under
-        # torch.compile only dtype and shape are checked (run eagerly once to validate values).
-        return edge_index.long()
-    if edge_index.numel():
-        lo, hi = edge_index.min(dim=1).values.tolist(), edge_index.max(dim=1).values.tolist()
-        if min(lo) < 0 or hi[0] >= num_src or hi[1] >= num_dst:
-            raise IndexError(f"edge_index out of range: sources must lie in [0, {num_src}) and "
-                             f"targets in [0, {num_dst}), got sources in [{lo[0]}, {hi[0]}] and "
-                             f"targets in [{lo[1]}, {hi[1]}]")
-    ei = edge_index.long()
-    if check_duplicates and ei.size(1) > 1:
-        key, edges = ei[1] * max(num_src, 1) + ei[0], ei
-        if not bool((key[1:] >= key[:-1]).all()):
-            key, order = key.sort()
-            edges = ei[:, order]
-        _reject_duplicates(edges, key)
-    return ei
-
-
-def _reject_duplicates(ei: Tensor, sorted_key: Tensor) -> None:
-    """Raise if two consecutive (sorted) edge keys are equal, naming the first repeated edge."""
-    same = sorted_key[1:] == sorted_key[:-1]
-    if bool(same.any()):
-        first = int(same.nonzero()[0])
-        j, i = ei[0, first].item(), ei[1, first].item()
-        raise ValueError(f"edge_index has {int(same.sum())} duplicate edge(s), first j={j} -> i={i}; "
-                         f"attention edges form a set (a repeated edge would count its key twice in "
-                         f"the softmax): remove them, e.g. torch.unique(edge_index, dim=1)")
