@@ -10,27 +10,36 @@ H heads, D = embed_dim // H per-head width, C = embed_dim.
 Parameters carry ``nn.MultiheadAttention``'s names and layouts (``in_proj_weight [3C, C]`` or
 ``q_proj_weight``/``k_proj_weight``/``v_proj_weight`` when kdim/vdim differ, ``in_proj_bias [3C]``,
 ``out_proj``), so weights move both ways with ``load_state_dict``. ``embed_dim`` counts all heads
-(as in torch), not PyG's per-head ``out_channels`` habit.
+(as in torch), not PyG's per-head ``out_channels`` habit (that is :class:`TransformerConv`'s).
+
+Edge features ``a_ij`` (``edge_dim``) enter either the scores, ``s^h_ij += w_h . a_ij`` (one bias
+per head, ``edge_mode="score"``), or the keys and values, ``k_j + W_E a_ij`` and ``v_j + W_E a_ij``
+(``edge_mode="key_value"``, TransformerConv's rule), both on the fast kernels without ``[E, H, D]``
+temporaries (:mod:`gnn_attention.attention.edge_features`). The PyG side (every edge input form,
+self-loops, explain and hooks) is :class:`~gnn_attention.attention.pyg_layer.AttentionMessagePassing`.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import MessagePassing
 
-from gnn_attention.attention.functional import graph_attention
 from gnn_attention.attention.kernels import BACKENDS
-from gnn_attention.attention.math import SCORES, compute_dtype, edge_scores, segment_softmax
-from gnn_attention.graphs import TokenGraph, check_edge_index
+from gnn_attention.attention.math import SCORES
+from gnn_attention.attention.pyg_layer import AttentionMessagePassing
+from gnn_attention.graphs import TokenGraph
 
 NodeFeatures = Union[Tensor, Tuple[Union[Tensor, Tuple[Tensor, Tensor]], Tensor]]
+# [2, E], EdgeIndex, torch.sparse adj_t, SparseTensor, or a TokenGraph
+EdgeInput = Union[Tensor, TokenGraph, object]
+EDGE_MODES = ("score", "key_value")
 
 
-class MultiheadAttentionConv(MessagePassing):
+class MultiheadAttentionConv(AttentionMessagePassing):
     r"""Multi-head attention on the edges of a graph; equal to ``nn.MultiheadAttention`` when the
     graph is the (masked) complete graph of each sequence.
 
@@ -46,17 +55,26 @@ class MultiheadAttentionConv(MessagePassing):
             ``edge_updater`` + ``propagate`` machinery instead (the textbook form, slowest).
         strict: raise when a target node has no incoming edge (default: it outputs ``b_O``,
             i.e. zero attention output, as SDPA's safe softmax).
+        edge_dim: width F of ``edge_attr``; None: the layer takes no edge features.
+        edge_mode: ``"score"`` (``lin_edge: F -> H``) or ``"key_value"`` (``lin_edge: F -> C``).
+        add_self_loops: GAT's rule on a ``[2, E]`` input: remove loops, append one per node;
+            ``fill_value`` gives the loops' edge features (a number or ``"mean"``, ...).
 
     **Shapes:** ``x``: ``[N, C]`` (self-attention) or a pair ``(x_src, x_dst)`` with ``x_src``
     ``[N_src, kdim]`` (or a pair ``(x_key [N_src, kdim], x_value [N_src, vdim])``) and ``x_dst``
-    ``[N_dst, C]``; ``edge_index``: ``[2, E]`` or a :class:`~gnn_attention.graphs.TokenGraph`;
-    ``edge_bias``: optional ``[E, H]``. Output: ``[N_dst, C]``, or
-    ``(out, (edge_index [2, E], alpha [E, H]))`` with ``return_attention_weights=True``.
+    ``[N_dst, C]``; ``edge_index``: ``[2, E]``, ``EdgeIndex``, a torch.sparse ``adj_t [N_dst,
+    N_src]``, a ``SparseTensor`` or a :class:`~gnn_attention.graphs.TokenGraph`; ``edge_attr``:
+    ``[E, F]``; ``edge_bias``: optional ``[E, H]`` (keyword). Output: ``[N_dst, C]``, or
+    ``(out, (edge_index [2, E], alpha [E, H]))`` when ``return_attention_weights`` is true, alpha
+    in the order of the returned edge_index. Per-edge inputs follow the order of the edges given
+    (a TokenGraph's own order; a reordered graph refuses them, see ``graphs.from_edge_index``).
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
                  kdim: Optional[int] = None, vdim: Optional[int] = None, score: str = "scaled_dot",
-                 backend: str = "auto", strict: bool = False, device=None, dtype=None):
+                 backend: str = "auto", strict: bool = False, edge_dim: Optional[int] = None,
+                 edge_mode: str = "score", add_self_loops: bool = False,
+                 fill_value: Union[float, Tensor, str] = "mean", device=None, dtype=None):
         super().__init__(aggr="sum", node_dim=0)
         if embed_dim <= 0 or num_heads <= 0 or embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be a positive multiple of "
@@ -68,7 +86,14 @@ class MultiheadAttentionConv(MessagePassing):
                              f"got {backend!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if edge_mode not in EDGE_MODES:
+            raise ValueError(f"edge_mode must be one of {EDGE_MODES}, got {edge_mode!r}")
+        if edge_dim is not None and edge_mode == "key_value" and score not in ("scaled_dot", "dot"):
+            raise ValueError(f"edge_mode='key_value' adds edge features to the keys, which needs a "
+                             f"dot-product score; got score={score!r} (use edge_mode='score')")
         kw = {"device": device, "dtype": dtype}
+        self.edge_dim, self.edge_mode = edge_dim, edge_mode
+        self.add_self_loops, self.fill_value = add_self_loops, fill_value
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
         self.kdim, self.vdim = kdim or embed_dim, vdim or embed_dim
         self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
@@ -92,6 +117,9 @@ class MultiheadAttentionConv(MessagePassing):
             self.score_q = nn.Parameter(torch.empty(H, D, D, **kw))
             self.score_k = nn.Parameter(torch.empty(H, D, D, **kw))
             self.score_v = nn.Parameter(torch.empty(H, D, **kw))
+        # edge features -> one score bias per head ("score") or added to keys and values
+        width = H if edge_mode == "score" else embed_dim
+        self.lin_edge = None if edge_dim is None else nn.Linear(edge_dim, width, bias=False, **kw)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -102,6 +130,8 @@ class MultiheadAttentionConv(MessagePassing):
             for w in (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight):
                 nn.init.xavier_uniform_(w)
         self.out_proj.reset_parameters()
+        if self.lin_edge is not None:
+            self.lin_edge.reset_parameters()
         if self.in_proj_bias is not None:
             nn.init.zeros_(self.in_proj_bias)
             nn.init.zeros_(self.out_proj.bias)
@@ -174,65 +204,40 @@ class MultiheadAttentionConv(MessagePassing):
             raise ValueError(f"keys and values need one row per source node, got {x_key.size(0)} "
                              f"and {x_value.size(0)}")
 
-    def forward(self, x: NodeFeatures, edge_index: Union[Tensor, TokenGraph],
-                return_attention_weights: bool = False, edge_bias: Optional[Tensor] = None):
+    def forward(self, x: NodeFeatures, edge_index: EdgeInput, edge_attr: Optional[Tensor] = None,
+                *, return_attention_weights: Optional[bool] = None,
+                edge_bias: Optional[Tensor] = None):
         x_key, x_value, x_query = self._split(x)
         self._check_widths(x_key, x_value, x_query)
         q, k, v = self.project(x_key, x_value, x_query)
-        res = self.attend(q, k, v, edge_index, edge_bias, return_attention_weights)
+        res = self.attend(q, k, v, edge_index, edge_bias, return_attention_weights, edge_attr)
         if not return_attention_weights:
             return self.merge_heads(res)
-        out, (ei, alpha) = res
-        return self.merge_heads(out), (ei, alpha)
+        out, returned = res
+        return self.merge_heads(out), returned
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, edge_index: Union[Tensor, TokenGraph],
-               edge_bias: Optional[Tensor] = None, return_attention_weights: bool = False):
-        """Attention of already projected heads with this layer's score, dropout (in training),
-        strictness and backend (``"message_passing"`` included); no output projection. For
-        callers that touch q/k/v first (rotary embeddings, cached keys and values).
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, edge_index: EdgeInput,
+               edge_bias: Optional[Tensor] = None, return_attention_weights: Optional[bool] = False,
+               edge_attr: Optional[Tensor] = None):
+        """Attention of already projected heads with this layer's score, edge features, dropout
+        (in training), strictness and backend (``"message_passing"`` included); no output
+        projection. For callers that touch q/k/v first (rotary embeddings, cached keys and values).
 
-        **Shapes:** ``q [N_dst, H, D]``, ``k, v [N_src, H, D]`` -> ``out [N_dst, H, D]``, or
-        ``(out, (edge_index [2, E], alpha [E, H]))``.
+        **Shapes:** ``q [N_dst, H, D]``, ``k, v [N_src, H, D]``, ``edge_attr [E, edge_dim]``,
+        ``edge_bias [E, H]`` -> ``out [N_dst, H, D]``, or ``(out, (edge_index [2, E], alpha [E, H]))``.
         """
+        edges = self.edges(edge_index, edge_attr, edge_bias, k.size(0), q.size(0))
+        edge_kv = None
+        if edges.edge_attr is not None and self.edge_mode == "score":
+            b = self.lin_edge(edges.edge_attr.to(q.dtype))  # [E, H]: one learned bias per head
+            edges = replace(edges, edge_bias=b if edges.edge_bias is None else b + edges.edge_bias)
+        elif edges.edge_attr is not None:
+            edge_kv = (edges.edge_attr, self.lin_edge.weight.view(self.num_heads, self.head_dim, -1))
         p = self.dropout if self.training else 0.0
-        if self.backend == "message_passing":
-            out, ei, alpha = self._message_passing(q, k, v, edge_index, edge_bias, p)
-        else:
-            res = graph_attention(q, k, v, edge_index, edge_bias=edge_bias, score=self.score,
-                                  score_weight=self.score_weights(), dropout_p=p,
-                                  return_attention_weights=return_attention_weights,
-                                  strict=self.strict, backend=self.backend)
-            out, alpha = res if return_attention_weights else (res, None)
-            ei = edge_index.edge_index if isinstance(edge_index, TokenGraph) else edge_index
-        return (out, (ei, alpha)) if return_attention_weights else out
-
-    # -- the same computation through PyG's message-passing machinery --------------------------
-
-    def _message_passing(self, q, k, v, edge_index, edge_bias, dropout_p):
-        graph = edge_index if isinstance(edge_index, TokenGraph) else None
-        ei = graph.edge_index if graph is not None else check_edge_index(edge_index, k.size(0),
-                                                                          q.size(0))
-        if self.strict and q.size(0) and int(torch.bincount(ei[1], minlength=q.size(0)).min()) == 0:
-            raise ValueError("strict=True: a target node has no incoming edge")
-        dtype = compute_dtype(q.dtype)
-        q, k, vc = q.to(dtype), k.to(dtype), v.to(dtype)
-        size = (k.size(0), q.size(0))
-        alpha = self.edge_updater(ei, q=(None, q), k=(k, None), edge_bias=edge_bias, size=size)
-        alpha = F.dropout(alpha, dropout_p) if dropout_p > 0 else alpha
-        out = self.propagate(ei, v=(vc, None), alpha=alpha, size=size)
-        return out.to(v.dtype), ei, alpha.to(v.dtype)
-
-    def edge_update(self, q_i: Tensor, k_j: Tensor, edge_bias: Optional[Tensor], index: Tensor,
-                    size_i: int) -> Tensor:
-        """``alpha_ij`` for every edge: scores, then softmax over the edges sharing target i."""
-        n = q_i.size(0)
-        s = edge_scores(q_i, k_j, torch.arange(n, device=q_i.device).expand(2, n),
-                        score=self.score, score_weight=self.score_weights())
-        return segment_softmax(s if edge_bias is None else s + edge_bias.to(s.dtype), index, size_i)
-
-    def message(self, v_j: Tensor, alpha: Tensor) -> Tensor:
-        """The message j -> i: the value of j weighted by ``alpha_ij`` (per head)."""
-        return alpha.unsqueeze(-1) * v_j
+        scale = 1.0 if self.score == "dot" else 1.0 / math.sqrt(self.head_dim)
+        out, alpha = self.attend_edges(q, k, v, edges, edge_kv, p,
+                                       bool(return_attention_weights), scale)
+        return (out, self.returned_edges(edges, alpha)) if return_attention_weights else out
 
     # -- torch interop -------------------------------------------------------------------------
 

@@ -1,0 +1,135 @@
+"""PyG interop: every adjacency form PyG layers accept, GAT-style self-loops, and token graphs built
+from a PyG ``batch`` vector (global attention inside each graph of a mini-batch).
+
+Notation: N_src source (key/value) nodes, N_dst target (query) nodes, E edges j -> i,
+F edge-feature width, B graphs in a PyG mini-batch, N = sum of their node counts.
+
+Adjacency forms (PyG's ``adj_t`` convention: a sparse matrix ``[N_dst, N_src]`` whose entry (i, j)
+is the edge j -> i, i.e. the transpose of the adjacency):
+
+    [2, E] tensor              row 0 = source j, row 1 = target i (also ``torch_geometric.EdgeIndex``)
+    torch.sparse COO/CSR/CSC   adj_t, ``adj_t[i, j]`` != 0 for every edge j -> i
+    torch_sparse.SparseTensor  adj_t (only when torch_sparse is installed)
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+from torch_geometric.typing import SparseTensor
+from torch_geometric.utils import add_self_loops as pyg_add_self_loops
+from torch_geometric.utils import remove_self_loops
+
+from gnn_attention.graphs.builders import causal, full, window
+from gnn_attention.graphs.core import TokenGraph
+
+SPARSE_LAYOUTS = (torch.sparse_coo, torch.sparse_csr, torch.sparse_csc)
+Size = Optional[Tuple[int, int]]
+
+
+def is_sparse_adjacency(adj) -> bool:
+    """True for a torch.sparse tensor or a ``torch_sparse.SparseTensor`` (an ``adj_t``)."""
+    return (isinstance(adj, Tensor) and adj.layout in SPARSE_LAYOUTS) or \
+        (SparseTensor is not None and isinstance(adj, SparseTensor))
+
+
+def to_edge_index(adj) -> Tuple[Tensor, Size, Optional[Tensor]]:
+    r"""Any PyG adjacency as ``(edge_index [2, E] int64, size, values)``.
+
+    ``size`` is ``(N_src, N_dst)`` when the input knows it (sparse matrices, ``EdgeIndex`` with a
+    sparse size), else None; ``values`` are the sparse matrix's stored values (``[E]`` or
+    ``[E, F]``) in the same edge order, or None for a ``[2, E]`` input. A COO matrix is coalesced
+    first (duplicates summed, as PyG does), CSR edges come sorted by target, CSC by source.
+
+    **Shapes:** ``adj``: ``[2, E]`` or sparse ``[N_dst, N_src]`` -> ``edge_index [2, E]``.
+    """
+    if isinstance(adj, Tensor) and adj.layout == torch.strided:
+        size = None
+        sparse_size = getattr(adj, "sparse_size", None)  # torch_geometric.EdgeIndex
+        if callable(sparse_size):
+            n_src, n_dst = sparse_size()
+            size = None if n_src is None or n_dst is None else (int(n_src), int(n_dst))
+            adj = adj.as_tensor()  # plain tensor: no EdgeIndex dispatch in the kernels
+        return adj, size, None
+    if isinstance(adj, Tensor) and adj.layout in SPARSE_LAYOUTS:
+        n_dst, n_src = adj.shape[:2]
+        if adj.layout == torch.sparse_coo:
+            adj = adj.coalesce()
+            dst, src = adj.indices()
+        elif adj.layout == torch.sparse_csr:
+            crow, src = adj.crow_indices(), adj.col_indices()
+            dst = torch.repeat_interleave(torch.arange(n_dst, device=crow.device), crow.diff())
+        else:
+            ccol, dst = adj.ccol_indices(), adj.row_indices()
+            src = torch.repeat_interleave(torch.arange(n_src, device=ccol.device), ccol.diff())
+        return torch.stack([src, dst]).long(), (int(n_src), int(n_dst)), adj.values()
+    if SparseTensor is not None and isinstance(adj, SparseTensor):
+        dst, src, value = adj.coo()
+        n_dst, n_src = adj.sparse_sizes()
+        return torch.stack([src, dst]).long(), (int(n_src), int(n_dst)), value
+    raise TypeError(f"edge_index must be a [2, E] tensor, a TokenGraph, a torch.sparse adjacency "
+                    f"(adj_t) or a SparseTensor, got {type(adj).__name__}")
+
+
+def add_self_loops(edge_index: Tensor, num_nodes: int, edge_attr: Optional[Tensor] = None,
+                   fill_value: Union[float, Tensor, str] = "mean"):
+    r"""GAT's self-loop rule: remove every loop i -> i, then append one loop per node
+    ``i < num_nodes`` at the end (so a graph that already has loops keeps exactly one each).
+
+    The appended loops' edge features are ``fill_value``: a number, a ``[F]`` tensor, or a
+    reduction (``"mean"``, ``"sum"``, ``"max"``, ...) of the features of each node's incoming edges,
+    as :func:`torch_geometric.utils.add_self_loops`. This order (non-loops first, loops last) is the
+    one PyG's explain machinery expects (``edge_mask[loop_mask]`` followed by ones).
+
+    **Shapes:** ``edge_index [2, E]``, ``edge_attr [E, F]`` -> ``[2, E' + num_nodes]``, ``[E' +
+    num_nodes, F]`` with E' the non-loop edges.
+    """
+    edge_index, edge_attr = remove_self_loops(edge_index, edge_attr)
+    return pyg_add_self_loops(edge_index, edge_attr, fill_value=fill_value, num_nodes=num_nodes)
+
+
+def batch_lengths(batch: Optional[Tensor] = None, ptr: Optional[Tensor] = None,
+                  num_graphs: Optional[int] = None) -> Tensor:
+    """Node count of each graph in a PyG mini-batch, from ``batch [N]`` or ``ptr [B + 1]``.
+
+    PyG's ``batch`` vector is sorted (graphs are concatenated); an unsorted one would put one
+    sequence's nodes in several places, which a disjoint union of sequences cannot express.
+    """
+    if (batch is None) == (ptr is None):
+        raise ValueError("give exactly one of batch ([N] graph id per node) or ptr ([B + 1])")
+    if ptr is not None:
+        return ptr.diff().cpu()
+    if batch.dim() != 1 or batch.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"batch must be a 1-D integer tensor [N], got {batch.dtype} "
+                         f"{list(batch.shape)}")
+    if batch.numel() > 1 and bool((batch[1:] < batch[:-1]).any()):
+        raise ValueError("batch must be sorted (nodes of graph 0 first, then graph 1, ...), as "
+                         "torch_geometric.data.Batch produces it")
+    n = int(batch.max()) + 1 if batch.numel() else 0
+    return torch.bincount(batch.cpu(), minlength=max(n, num_graphs or 0))
+
+
+def from_batch(batch: Optional[Tensor] = None, *, ptr: Optional[Tensor] = None,
+               pattern: str = "full", w: Optional[int] = None,
+               num_graphs: Optional[int] = None) -> TokenGraph:
+    r"""Attention inside each graph of a PyG mini-batch: a token graph whose sequence b is graph b.
+
+    ``pattern``: ``"full"`` (global attention, as in GPS), ``"causal"`` (node order inside each
+    graph, top-left aligned) or ``"window"`` (``|t - s| <= w`` in node order). Built on the device
+    of ``batch``/``ptr``. Because a mini-batch is rebuilt by every ``DataLoader`` step, build the
+    graph after collation (``from_batch(data.batch)``) rather than storing a TokenGraph in ``Data``.
+
+    **Shapes:** ``batch [N]`` or ``ptr [B + 1]`` -> a graph with N source and N target nodes.
+    """
+    lengths = batch_lengths(batch, ptr, num_graphs)
+    device = (batch if batch is not None else ptr).device
+    if pattern == "full":
+        return full(lengths, device=device)
+    if pattern == "causal":
+        return causal(lengths, device=device)
+    if pattern == "window":
+        if w is None:
+            raise ValueError("pattern='window' needs w (the window reach)")
+        return window(lengths, w, device=device)
+    raise ValueError(f"pattern must be 'full', 'causal' or 'window', got {pattern!r}")
