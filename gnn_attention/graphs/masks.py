@@ -1,21 +1,78 @@
 """Masks in PyTorch's conventions -> a token graph and a per-edge bias.
 
-Notation: B batch, T queries, S keys, H heads, E edges.
+Notation: B batch, T queries, S keys, H heads, E edges, Hb = 1 or H (heads of the bias),
+L_b = number of unpadded keys of sequence b.
 
 ``nn.MultiheadAttention`` takes a ``key_padding_mask [B, S]``, an ``attn_mask [T, S]`` or
 ``[B * H, T, S]`` and ``is_causal``; boolean masks say True = blocked, float masks are added to the
-scores (-inf = blocked). Here they become edges (a pair is an edge when at least one head may
-attend) and, where a float mask or a per-head mask leaves something per edge, ``edge_bias [E, H]``.
+scores (-inf = blocked; NaN is kept and propagates, as in torch). Here they become edges (a pair is
+an edge when at least one head may attend) and, where a float mask or a per-head mask leaves
+something per edge, ``edge_bias [E, Hb]``.
+
+Recognisable masks never go through a dense -> edge conversion (:func:`plan_masks`):
+
+    masks                                               graph
+    none                                                full(T) / cross(S -> T)
+    is_causal, or attn_mask == the causal mask          causal (top-left, as SDPA is_causal)
+    key padding that pads a suffix (right padding)      cross(L_b -> T) over the packed keys
+                                                        (``pack_keys``), else prefix edges
+    a float mask without -inf (an additive bias)        the graph above + edge_bias, no search
+
+Those graphs are cached (bounded, keyed by shapes, lengths and device): a repeated call reuses the
+graph and with it the kernels' plan. Anything else (arbitrary bool masks, -inf patterns, per-head
+masks) is converted edge by edge, at every call.
 """
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
+from gnn_attention.graphs.builders import causal, cross, full
 from gnn_attention.graphs.convert import from_dense_mask
+from gnn_attention.graphs.core import Pattern, TokenGraph, from_edge_index
 from gnn_attention.graphs.positions import edge_positions, edge_sequences
+
+GRAPH_CACHE_SIZE = 16  # distinct (shape, lengths) graphs kept; a batch of new lengths evicts
+
+
+class MaskShapeError(ValueError, RuntimeError):
+    """A mask of the wrong shape (torch raises RuntimeError for ``attn_mask`` shapes)."""
+
+
+class MaskTypeError(TypeError, AssertionError):
+    """A mask of an unsupported dtype (torch asserts: only bool and floating masks)."""
+
+
+class PaddingShapeError(ValueError, AssertionError):
+    """A key padding mask of the wrong shape (torch asserts)."""
+
+
+@dataclass(frozen=True)
+class MaskPlan:
+    """What the masks mean: ``graph`` over ``B * T`` queries and ``B * S`` keys (or over the keys
+    ``key_rows`` selects, when packed), ``edge_bias [E, Hb]`` or None, ``key_rows [N_src]`` or None.
+    """
+
+    graph: TokenGraph
+    edge_bias: Optional[Tensor]
+    key_rows: Optional[Tensor]
+
+
+def _check(B, T, S, H, key_padding_mask, attn_mask) -> None:
+    for name, m in (("key_padding_mask", key_padding_mask), ("attn_mask", attn_mask)):
+        if m is not None and m.dtype != torch.bool and not m.is_floating_point():
+            raise MaskTypeError(f"only bool and floating types of {name} are supported, got "
+                                f"{m.dtype}")
+    if key_padding_mask is not None and key_padding_mask.shape != (B, S):
+        raise PaddingShapeError(f"key_padding_mask must have shape [B, S] = {[B, S]}, got "
+                                f"{list(key_padding_mask.shape)}")
+    if attn_mask is not None and attn_mask.shape not in ((T, S), (B * H, T, S)):
+        raise MaskShapeError(f"attn_mask must have shape [T, S] = {[T, S]} or [B * H, T, S] = "
+                             f"{[B * H, T, S]}, got {list(attn_mask.shape)}")
 
 
 def _as_bias(mask: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
@@ -23,23 +80,107 @@ def _as_bias(mask: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
     if mask is None:
         return None
     if mask.dtype == torch.bool:
-        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
-    if not mask.is_floating_point():
-        raise TypeError(f"masks must be bool or float, got {mask.dtype}")
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+            mask, float("-inf"))
     return mask.to(dtype)
 
 
-def masks_to_graph(B: int, T: int, S: int, H: int, key_padding_mask: Optional[Tensor],
-                   attn_mask: Optional[Tensor], is_causal: bool, dtype: torch.dtype,
-                   device) -> Tuple[object, Optional[Tensor]]:
-    """Turn MHA-style masks into a :class:`TokenGraph` over ``B * T`` queries and ``B * S`` keys
-    and an optional per-edge bias ``[E, H]`` (float masks' finite values, per head)."""
-    if key_padding_mask is not None and key_padding_mask.shape != (B, S):
-        raise ValueError(f"key_padding_mask must have shape [B, S] = {[B, S]}, got "
-                         f"{list(key_padding_mask.shape)}")
-    if attn_mask is not None and attn_mask.shape not in ((T, S), (B * H, T, S)):
-        raise ValueError(f"attn_mask must have shape [T, S] = {[T, S]} or [B * H, T, S] = "
-                         f"{[B * H, T, S]}, got {list(attn_mask.shape)}")
+@functools.lru_cache(maxsize=8)
+def _causal_reference(T: int, S: int, dtype: torch.dtype, device: str) -> Tensor:
+    """The top-left causal mask ``[T, S]`` in the MHA convention, as a bool or 0/-inf float."""
+    blocked = torch.ones(T, S, dtype=torch.bool, device=device).triu(1)
+    return blocked if dtype == torch.bool else _as_bias(blocked, dtype)
+
+
+def is_causal_mask(mask: Optional[Tensor]) -> bool:
+    """Whether a 2-D mask (MHA convention) is exactly the top-left causal mask: one comparison of
+    ``T * S`` values, far cheaper than the attention it saves a conversion for."""
+    if mask is None or mask.dim() != 2 or mask.requires_grad:
+        return False
+    return torch.equal(mask, _causal_reference(*mask.shape, mask.dtype, str(mask.device)))
+
+
+def suffix_lengths(key_padding_mask: Tensor) -> Optional[Tuple[int, ...]]:
+    """``L_b`` per sequence when a bool padding mask only pads a suffix of each row (right
+    padding), else None. **Shapes:** ``[B, S]`` -> B ints."""
+    if key_padding_mask.dtype != torch.bool:
+        return None
+    S = key_padding_mask.size(1)
+    n = (~key_padding_mask).sum(1)
+    pad = torch.arange(S, device=n.device).view(1, S) >= n.view(-1, 1)
+    return tuple(n.tolist()) if torch.equal(pad, key_padding_mask) else None
+
+
+@functools.lru_cache(maxsize=GRAPH_CACHE_SIZE)
+def structured_graph(B: int, T: int, S: int, is_causal: bool, lengths: Optional[tuple],
+                     packed: bool, device: str) -> TokenGraph:
+    """The graph of B sequences of T queries over S keys where query t of sequence b sees keys
+    ``s < L_b`` (and ``s <= t`` when causal, top-left aligned). ``lengths=None`` means L_b = S.
+    ``packed``: sources are the ``sum L_b`` unpadded keys only; else all ``B * S`` key nodes stay
+    (a padded key is a node without edges). Cached: the same call returns the same graph object.
+    """
+    if lengths is None or packed:
+        src = [S] * B if lengths is None else list(lengths)
+        if T == S and lengths is None:
+            return causal([T] * B, device=device) if is_causal else full([T] * B, device=device)
+        return cross(src, [T] * B, causal=is_causal, device=device)
+    n = torch.tensor(lengths).view(B, 1, 1)
+    t, s = torch.arange(T).view(1, T, 1), torch.arange(S).view(1, 1, S)
+    b, t, s = ((s < n) & ((s <= t) | (not is_causal))).nonzero(as_tuple=True)  # row-major: sorted
+    ei = torch.stack([b * S + s, b * T + t])
+    return from_edge_index(ei, [S] * B, [T] * B, Pattern("padded_prefix", (is_causal,)),
+                           bipartite=T != S, device=device)
+
+
+@functools.lru_cache(maxsize=GRAPH_CACHE_SIZE)
+def _packed_rows(lengths: tuple, S: int, device: str) -> Tensor:
+    """``[sum L_b]`` row of every unpadded key in the padded ``[B * S]`` layout (cached, read
+    only: it indexes, it is never written)."""
+    return torch.cat([torch.arange(n) + b * S for b, n in enumerate(lengths)]
+                     or [torch.zeros(0, dtype=torch.long)]).to(device)
+
+
+def plan_masks(B: int, T: int, S: int, H: int, key_padding_mask: Optional[Tensor],
+               attn_mask: Optional[Tensor], is_causal: bool, dtype: torch.dtype, device,
+               pack_keys: bool = False) -> MaskPlan:
+    """The :class:`MaskPlan` of MHA-style masks (see the module table); errors before any work.
+
+    ``pack_keys``: a right-padding key mask may drop the padded keys (``key_rows`` says which rows
+    of the ``[B * S]`` keys the graph's sources are); callers that cannot repack keep it False.
+    """
+    _check(B, T, S, H, key_padding_mask, attn_mask)
+    lengths = None if key_padding_mask is None else suffix_lengths(key_padding_mask)
+    if attn_mask is not None and (attn_mask.dtype == torch.bool or attn_mask.dim() == 3):
+        structured_mask = is_causal_mask(attn_mask)  # a bool or per-head mask: only if causal
+        is_causal = is_causal or structured_mask
+    else:
+        structured_mask = attn_mask is None or is_causal_mask(attn_mask)
+        is_causal = is_causal or (attn_mask is not None and structured_mask)
+        if not structured_mask and not torch.isneginf(attn_mask).any():
+            structured_mask = None  # an additive bias on the structured graph
+    if (key_padding_mask is None or lengths is not None) and structured_mask is not False:
+        packed = pack_keys and lengths is not None
+        graph = structured_graph(B, T, S, bool(is_causal), lengths, packed, str(device))
+        rows = _packed_rows(lengths, S, str(device)) if packed else None
+        bias = None if structured_mask else _bias_on_full(graph, attn_mask, B, T, S, dtype, rows)
+        return MaskPlan(graph, bias, rows)
+    graph, bias = _general(B, T, S, H, key_padding_mask, attn_mask, is_causal, dtype, device)
+    return MaskPlan(graph, bias, None)
+
+
+def _bias_on_full(graph, attn_mask: Tensor, B, T, S, dtype, rows) -> Tensor:
+    """A finite ``[T, S]`` float mask as ``edge_bias [E, 1]``: edges of a full graph are sorted by
+    (b, t, s), i.e. row-major, so no search is needed; other graphs read it at their positions."""
+    am = attn_mask.to(dtype)
+    if graph.pattern.name in ("full", "cross") and rows is None:
+        return am.expand(B, T, S).reshape(B * T * S, 1)
+    t, s = edge_positions(graph)
+    return am[t, s].unsqueeze(1)
+
+
+def _general(B, T, S, H, key_padding_mask, attn_mask, is_causal, dtype, device):
+    """Any masks: the dense bias ``[B, 1 or H, T, S]``, its allowed pairs as edges, and the bias
+    left on those edges."""
     bias = torch.zeros(B, 1, T, S, dtype=dtype, device=device)
     if key_padding_mask is not None:
         bias = bias + _as_bias(key_padding_mask, dtype).view(B, 1, 1, S)
@@ -49,12 +190,22 @@ def masks_to_graph(B: int, T: int, S: int, H: int, key_padding_mask: Optional[Te
     if is_causal:
         future = torch.ones(T, S, dtype=torch.bool, device=device).triu(1)
         bias = bias.masked_fill(future, float("-inf"))
-    allowed = (bias > float("-inf")).any(1)  # an edge where at least one head may attend
-    graph = from_dense_mask(allowed, "sdpa")
+    # An edge where at least one head may attend; NaN is not -inf: it stays an edge and propagates.
+    allowed = (~torch.isneginf(bias)).any(1)
+    graph = from_dense_mask(allowed.detach(), "sdpa")
     float_masks = any(m is not None and m.dtype != torch.bool for m in (key_padding_mask, attn_mask))
     if not float_masks and (attn_mask is None or attn_mask.dim() == 2):
         return graph, None  # a pure edge set, shared by every head: nothing left to carry
     b = edge_sequences(graph)
     t, s = edge_positions(graph)
-    edge_bias = bias.expand(B, H, T, S)[b, :, t, s]  # [E, H]
-    return graph, edge_bias
+    Hb = bias.size(1)
+    return graph, bias.expand(B, Hb, T, S)[b, :, t, s]  # [E, Hb]
+
+
+def masks_to_graph(B: int, T: int, S: int, H: int, key_padding_mask: Optional[Tensor],
+                   attn_mask: Optional[Tensor], is_causal: bool, dtype: torch.dtype,
+                   device) -> Tuple[TokenGraph, Optional[Tensor]]:
+    """Turn MHA-style masks into a :class:`TokenGraph` over ``B * T`` queries and ``B * S`` keys
+    and an optional per-edge bias ``[E, Hb]`` (float masks' values, per head when 3-D)."""
+    plan = plan_masks(B, T, S, H, key_padding_mask, attn_mask, is_causal, dtype, device)
+    return plan.graph, plan.edge_bias

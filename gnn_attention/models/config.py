@@ -11,13 +11,42 @@ and each model changes only the defaults it needs (:func:`default`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Callable, Literal, Optional, Union, get_args
 
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 Activation = Literal["relu", "gelu"]
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
 assert tuple(ACTIVATIONS) == get_args(Activation)
+# What torch's layers accept: a name, or any callable Tensor -> Tensor (F.silu, nn.GELU(), ...).
+ActivationLike = Union[Activation, Callable[[Tensor], Tensor]]
+
+
+def activation_name(activation) -> Optional[str]:
+    """The name of a recognised activation ("relu"/"gelu", ``F.relu``/``F.gelu``, ``nn.ReLU()``,
+    exact ``nn.GELU()``), else None (any other callable is kept as it is)."""
+    if isinstance(activation, str):
+        return activation if activation in ACTIVATIONS else None
+    if activation is F.relu or isinstance(activation, nn.ReLU):
+        return "relu"
+    if activation is F.gelu or (isinstance(activation, nn.GELU) and activation.approximate == "none"):
+        return "gelu"
+    return None
+
+
+def activation_fn(activation) -> Callable[[Tensor], Tensor]:
+    """The function a layer applies: ``ACTIVATIONS[name]`` for a name, the callable itself else
+    (an ``nn.Module`` stays a module, so its parameters, if any, are the layer's)."""
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)} or a callable, got "
+                             f"{activation!r}")
+        return ACTIVATIONS[activation]
+    if not callable(activation):
+        raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)} or a callable, got "
+                         f"{activation!r}")
+    return activation
 
 
 def default(value):
@@ -33,7 +62,7 @@ class LayerConfig:
     nhead: int = 8
     dim_feedforward: int = 2048
     dropout: float = 0.1
-    activation: Activation = "relu"
+    activation: ActivationLike = "relu"
     layer_norm_eps: float = 1e-5
     norm_first: bool = False
     bias: bool = True
@@ -42,9 +71,7 @@ class LayerConfig:
         if self.d_model <= 0 or self.nhead <= 0 or self.d_model % self.nhead:
             raise ValueError(f"d_model ({self.d_model}) must be a positive multiple of nhead "
                              f"({self.nhead})")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got "
-                             f"{self.activation!r}")
+        activation_fn(self.activation)  # a name we know or a callable
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.dim_feedforward <= 0 or self.layer_norm_eps <= 0:

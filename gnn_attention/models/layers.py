@@ -1,4 +1,5 @@
-"""Transformer layers and stacks on token graphs; every attention is a ``MultiheadAttentionConv``.
+"""Transformer layers and stacks on token graphs; every attention is a ``MultiheadAttentionConv``
+(or its torch drop-in subclass, in :mod:`gnn_attention.models.torch_layers`).
 
 Notation: N nodes (all tokens of a batch, packed: no padding), N_src memory (encoder) nodes,
 N_dst decoder nodes, C = d_model, F = dim_feedforward, H heads, D = C / H; B sequences, L cached
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 from gnn_attention.attention.conv import MultiheadAttentionConv
 from gnn_attention.attention.positional import apply_rotary
 from gnn_attention.graphs import TokenGraph
-from gnn_attention.models.config import ACTIVATIONS
+from gnn_attention.models.config import ActivationLike, activation_fn, activation_name
 
 Rotary = Optional[Tuple[Tensor, Tensor]]  # (cos, sin) per node, see positional.rotary_tables
 
@@ -33,12 +34,12 @@ Rotary = Optional[Tuple[Tensor, Tensor]]  # (cos, sin) per node, see positional.
 def self_attention(attn: MultiheadAttentionConv, x: Tensor, graph: TokenGraph,
                    edge_bias: Optional[Tensor], rotary: Rotary, need_weights: bool):
     """``attn`` over ``graph`` (queries and keys are the same nodes), rotating q and k first when
-    ``rotary`` is given. Returns ``(out [N, C], alpha [E, H] or None)``."""
-    if rotary is None:
-        res = attn(x, graph, return_attention_weights=need_weights, edge_bias=edge_bias)
-        return (res[0], res[1][1]) if need_weights else (res, None)
+    ``rotary`` is given. Returns ``(out [N, C], alpha [E, H] or None)``. Only the layer's public
+    seams are used, so ``attn`` may be the conv or the torch drop-in (whose ``forward`` is dense).
+    """
     q, k, v = attn.project(x, x, x)
-    q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+    if rotary is not None:
+        q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
     res = attn.attend(q, k, v, graph, edge_bias, need_weights)
     return (attn.merge_heads(res[0]), res[1][1]) if need_weights else (attn.merge_heads(res), None)
 
@@ -46,11 +47,14 @@ def self_attention(attn: MultiheadAttentionConv, x: Tensor, graph: TokenGraph,
 class _FeedForward(nn.Module):
     """Shared pieces of both layers: the FFN and its checks (no state beyond parameters)."""
 
+    # The attention module of every attention block; the torch drop-ins put their own here.
+    attention = MultiheadAttentionConv
+
     def _init_ffn(self, d_model, dim_feedforward, dropout, activation, bias, kw):
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
-        self.activation_name = activation
-        self.activation = ACTIVATIONS[activation]
+        # A name or any callable, as torch's layers; a module stays a submodule ("activation").
+        self.activation = activation_fn(activation)
+        # torch's flag for its fused path (1 relu, 2 gelu, 0 other); read by to_torch/from_torch.
+        self.activation_relu_or_gelu = {"relu": 1, "gelu": 2}.get(activation_name(activation), 0)
         self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias, **kw)
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias, **kw)
@@ -68,19 +72,20 @@ class EncoderLayer(_FeedForward):
     """
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
-                 activation: str = "relu", layer_norm_eps: float = 1e-5, norm_first: bool = False,
+                 activation: ActivationLike = "relu", layer_norm_eps: float = 1e-5,
+                 norm_first: bool = False,
                  bias: bool = True, device=None, dtype=None):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self.self_attn = MultiheadAttentionConv(d_model, nhead, dropout=dropout, bias=bias, **kw)
+        self.self_attn = self.attention(d_model, nhead, dropout=dropout, bias=bias, **kw)
         self._init_ffn(d_model, dim_feedforward, dropout, activation, bias, kw)
         self.norm_first = norm_first
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw)
         self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **kw)
         self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, graph: TokenGraph, edge_bias: Optional[Tensor] = None,
-                rotary: Rotary = None, need_weights: bool = False):
+    def graph_forward(self, x: Tensor, graph: TokenGraph, edge_bias: Optional[Tensor] = None,
+                      rotary: Rotary = None, need_weights: bool = False):
         h = self.norm1(x) if self.norm_first else x
         a, alpha = self_attention(self.self_attn, h, graph, edge_bias, rotary, need_weights)
         x = x + self.dropout1(a) if self.norm_first else self.norm1(x + self.dropout1(a))
@@ -89,6 +94,10 @@ class EncoderLayer(_FeedForward):
         else:
             x = self.norm2(x + self.dropout2(self._ff_block(x)))
         return (x, alpha) if need_weights else x
+
+    # The graph-level call; the torch drop-in subclass overrides ``forward`` with torch's dense
+    # signature and stacks reach the graph form by this name.
+    forward = graph_forward
 
 
 class DecoderLayer(_FeedForward):
@@ -100,13 +109,13 @@ class DecoderLayer(_FeedForward):
     """
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
-                 activation: str = "relu", layer_norm_eps: float = 1e-5, norm_first: bool = False,
+                 activation: ActivationLike = "relu", layer_norm_eps: float = 1e-5,
+                 norm_first: bool = False,
                  bias: bool = True, device=None, dtype=None):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self.self_attn = MultiheadAttentionConv(d_model, nhead, dropout=dropout, bias=bias, **kw)
-        self.multihead_attn = MultiheadAttentionConv(d_model, nhead, dropout=dropout, bias=bias,
-                                                     **kw)
+        self.self_attn = self.attention(d_model, nhead, dropout=dropout, bias=bias, **kw)
+        self.multihead_attn = self.attention(d_model, nhead, dropout=dropout, bias=bias, **kw)
         self._init_ffn(d_model, dim_feedforward, dropout, activation, bias, kw)
         self.norm_first = norm_first
         self.norm1, self.norm2, self.norm3 = (
@@ -121,13 +130,14 @@ class DecoderLayer(_FeedForward):
         out = block(x)
         return norm(x + drop(out[0])), out[1]
 
-    def forward(self, x: Tensor, memory: Tensor, self_graph: TokenGraph, cross_graph: TokenGraph,
-                self_bias: Optional[Tensor] = None, cross_bias: Optional[Tensor] = None,
-                need_weights: bool = False):
+    def graph_forward(self, x: Tensor, memory: Tensor, self_graph: TokenGraph,
+                      cross_graph: TokenGraph, self_bias: Optional[Tensor] = None,
+                      cross_bias: Optional[Tensor] = None, need_weights: bool = False):
         def cross(h):
-            res = self.multihead_attn((memory, h), cross_graph, edge_bias=cross_bias,
-                                      return_attention_weights=need_weights)
-            return (res[0], res[1][1]) if need_weights else (res, None)
+            a = self.multihead_attn
+            q, k, v = a.project(memory, memory, h)
+            res = a.attend(q, k, v, cross_graph, cross_bias, need_weights)
+            return (a.merge_heads(res[0]), res[1][1]) if need_weights else (a.merge_heads(res), None)
 
         x, a_self = self._residual(x, lambda h: self_attention(self.self_attn, h, self_graph,
                                                                self_bias, None, need_weights),
@@ -135,6 +145,8 @@ class DecoderLayer(_FeedForward):
         x, a_cross = self._residual(x, cross, self.norm2, self.dropout2)
         x, _ = self._residual(x, lambda h: (self._ff_block(h), None), self.norm3, self.dropout3)
         return (x, a_self, a_cross) if need_weights else x
+
+    forward = graph_forward  # see EncoderLayer
 
     def step(self, x: Tensor, memory_kv: Tuple[Tensor, Tensor], cross_graph: TokenGraph,
              past_kv: Tuple[Tensor, Tensor], self_graph: TokenGraph):
@@ -184,20 +196,22 @@ class Encoder(nn.Module):
         super().__init__()
         self.layers, self.num_layers, self.norm = _clones(layer, num_layers), num_layers, norm
 
-    def forward(self, x: Tensor, graph: TokenGraph, edge_bias: Optional[Tensor] = None,
-                rotary: Rotary = None, need_weights: bool = False):
+    def graph_forward(self, x: Tensor, graph: TokenGraph, edge_bias: Optional[Tensor] = None,
+                      rotary: Rotary = None, need_weights: bool = False):
         hidden: List[Tensor] = [x]
         alphas: List[Tensor] = []
         for layer in self.layers:
             if need_weights:
-                x, alpha = layer(x, graph, edge_bias, rotary, need_weights=True)
+                x, alpha = layer.graph_forward(x, graph, edge_bias, rotary, need_weights=True)
                 hidden.append(x)
                 alphas.append(alpha)
             else:
-                x = layer(x, graph, edge_bias, rotary)
+                x = layer.graph_forward(x, graph, edge_bias, rotary)
         if self.norm is not None:
             x = self.norm(x)
         return (x, hidden, alphas) if need_weights else x
+
+    forward = graph_forward  # see EncoderLayer
 
 
 class Decoder(nn.Module):
@@ -209,21 +223,24 @@ class Decoder(nn.Module):
         super().__init__()
         self.layers, self.num_layers, self.norm = _clones(layer, num_layers), num_layers, norm
 
-    def forward(self, x: Tensor, memory: Tensor, self_graph: TokenGraph, cross_graph: TokenGraph,
-                self_bias: Optional[Tensor] = None, cross_bias: Optional[Tensor] = None,
-                need_weights: bool = False):
+    def graph_forward(self, x: Tensor, memory: Tensor, self_graph: TokenGraph,
+                      cross_graph: TokenGraph, self_bias: Optional[Tensor] = None,
+                      cross_bias: Optional[Tensor] = None, need_weights: bool = False):
         a_self: List[Tensor] = []
         a_cross: List[Tensor] = []
         for layer in self.layers:
             if need_weights:
-                x, s, c = layer(x, memory, self_graph, cross_graph, self_bias, cross_bias, True)
+                x, s, c = layer.graph_forward(x, memory, self_graph, cross_graph, self_bias,
+                                              cross_bias, True)
                 a_self.append(s)
                 a_cross.append(c)
             else:
-                x = layer(x, memory, self_graph, cross_graph, self_bias, cross_bias)
+                x = layer.graph_forward(x, memory, self_graph, cross_graph, self_bias, cross_bias)
         if self.norm is not None:
             x = self.norm(x)
         return (x, a_self, a_cross) if need_weights else x
+
+    forward = graph_forward  # see EncoderLayer
 
 
 def encoder_stack(config, num_layers: int) -> Encoder:

@@ -138,7 +138,8 @@ class Seq2SeqModel(_Seq2SeqBase):
         self._check(src, src_lengths)
         mask = lengths_mask(src_lengths.to(src.device), src.size(1))
         g = graphs.full(src_lengths, device=src.device)
-        return unpack(self.transformer.encoder(pack(self.embed(src, "src"), mask), g), mask)
+        h = self.transformer.encoder.graph_forward(pack(self.embed(src, "src"), mask), g)
+        return unpack(h, mask)
 
     def decode(self, memory: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_lengths: Tensor,
                return_cross_attention: bool = False):
@@ -151,9 +152,9 @@ class Seq2SeqModel(_Seq2SeqBase):
         dev = tgt_in.device
         g_self = graphs.causal(tgt_lengths, device=dev)
         g_cross = graphs.cross(src_lengths, tgt_lengths, device=dev)
-        res = self.transformer.decoder(pack(self.embed(tgt_in, "tgt"), tgt_mask),
-                                       pack(memory, src_mask), g_self, g_cross,
-                                       need_weights=return_cross_attention)
+        res = self.transformer.decoder.graph_forward(pack(self.embed(tgt_in, "tgt"), tgt_mask),
+                                                     pack(memory, src_mask), g_self, g_cross,
+                                                     need_weights=return_cross_attention)
         y = res[0] if return_cross_attention else res
         logits = unpack(self.out_proj(y), tgt_mask)
         if not return_cross_attention:

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-import gnn_attention.models.transformer as tmod
 from gnn_attention import graphs
+from gnn_attention.models import torch_layers
 from gnn_attention.models.layers import EncoderLayer
 from gnn_attention.models.transformer import Transformer, TransformerConfig
 
@@ -116,16 +116,18 @@ def test_bias_free_model_round_trips():
 def test_graphs_built_once_and_shared_by_every_layer(monkeypatch):
     _, ours = make_pair()
     calls = []
-    real = tmod.masks_to_graph
-    monkeypatch.setattr(tmod, "masks_to_graph", lambda *a: calls.append(1) or real(*a))
+    real = torch_layers.masks_to_graph
+    monkeypatch.setattr(torch_layers, "masks_to_graph", lambda *a: calls.append(1) or real(*a))
     seen = []
     for layer in list(ours.encoder.layers) + list(ours.decoder.layers):
-        layer.register_forward_pre_hook(lambda m, args: seen.append(args[2] if len(args) > 3
-                                                                    else args[1]))
+        def spy(*args, _run=layer.graph_forward, **kw):
+            seen.append(args[2] if len(args) > 3 else args[1])  # the (self) graph
+            return _run(*args, **kw)
+        monkeypatch.setattr(layer, "graph_forward", spy)
     src, tgt, src_pad, _ = inputs()
     ours(src, tgt, src_key_padding_mask=src_pad, tgt_is_causal=True)
     assert len(calls) == 3  # source, target and cross graphs, whatever the depth
-    assert seen[0] is seen[1] and seen[2] is seen[3]  # encoder layers; decoder self graphs
+    assert len(seen) == 4 and seen[0] is seen[1] and seen[2] is seen[3]
     assert seen[0] is not seen[2]
 
 
@@ -138,8 +140,8 @@ def test_encoder_layer_gradcheck_float64():
 
 
 def test_clear_errors():
-    with pytest.raises(ValueError, match="custom_encoder"):
-        Transformer(C, H, custom_encoder=nn.Identity())
+    with pytest.raises(ValueError, match="custom one"):
+        Transformer(C, H, custom_encoder=nn.Identity()).to_torch()
     with pytest.raises(ValueError, match="multiple of nhead"):
         TransformerConfig(d_model=10, nhead=3)
     with pytest.raises(ValueError, match="activation"):
