@@ -14,6 +14,7 @@ the graph's own (sorted) ``edge_index``, so attributes are aligned with the edge
     k_hop             pairs at most k hops apart along the edges
     expander          a random near-d-regular graph per graph (Exphormer), from d/2 permutations
     virtual_nodes     V global nodes per graph, wired to every node of their graph and back
+    pair_buckets      all pairs partitioned into size buckets: full attention without padding
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import torch
 from torch import Tensor
 
 from gnn_attention.graph_models.encodings import reachable_pairs
-from gnn_attention.graphs import TokenGraph, from_edge_index
+from gnn_attention.graphs import TokenGraph, from_edge_index, full
 
 
 def graph_sizes(batch: Tensor) -> Tensor:
@@ -171,3 +172,48 @@ def typed_union(edge_sets: Dict[str, Tensor], batch: Tensor) -> TypedGraph:
     key = graph.edge_index[1] * max(n, 1) + graph.edge_index[0]  # after the builder's own sort
     member = [torch.isin(key, ei[1] * max(n, 1) + ei[0]) for ei in edge_sets.values()]
     return TypedGraph(graph, torch.stack(member, 1), tuple(edge_sets))
+
+
+@dataclass(frozen=True)
+class PairBuckets:
+    """:func:`all_pairs` executed without padding the batch: graphs sorted by size and cut into
+    buckets of similar sizes, each bucket one contiguous slice of the sorted nodes.
+
+    ``perm [N]``: the node at each sorted position; ``inv [N]``: the sorted position of each node;
+    ``parts``: ``(start, stop, graph)`` per bucket, ``graph`` the complete graph (``full``) of the
+    bucket's graphs over sorted positions ``start:stop``.
+    """
+
+    perm: Tensor
+    inv: Tensor
+    parts: Tuple[Tuple[int, int, TokenGraph], ...]
+
+
+def pair_buckets(batch: Tensor, max_padding: float = 0.1) -> PairBuckets:
+    r"""Partition the all-pairs edge set into size buckets: a bucket of c graphs with largest size
+    m and n nodes in all is attended as one padded ``[c, m]`` block, and buckets are cut so that
+    :math:`c m \le (1 + \text{max\_padding}) n`. ``max_padding=0`` groups only graphs of equal size
+    (no padding at all); ``float("inf")`` is one bucket (the whole batch padded, as
+    ``to_dense_batch`` does). Preprocessing: one sort of the G sizes and a loop over graphs.
+    """
+    if max_padding < 0:
+        raise ValueError(f"max_padding must be >= 0, got {max_padding}")
+    sizes = graph_sizes(batch).cpu()
+    order = torch.argsort(sizes, stable=True)
+    sorted_sizes = sizes[order]
+    ptr, sorted_ptr = _ptr(sizes), _ptr(sorted_sizes)
+    seg = torch.repeat_interleave(torch.arange(sizes.numel()), sorted_sizes)
+    perm = ptr[order][seg] + torch.arange(seg.numel()) - sorted_ptr[seg]
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel())
+    cuts, count, total = [0], 0, 0
+    for g, m in enumerate(sorted_sizes.tolist()):
+        if count and (count + 1) * m > (1 + max_padding) * (total + m):
+            cuts.append(g)
+            count, total = 0, 0
+        count, total = count + 1, total + m
+    cuts.append(sizes.numel())
+    dev = batch.device
+    parts = tuple((int(sorted_ptr[a]), int(sorted_ptr[b]), full(sorted_sizes[a:b], device=dev))
+                  for a, b in zip(cuts[:-1], cuts[1:]) if b > a)
+    return PairBuckets(perm.to(dev), inv.to(dev), parts)
