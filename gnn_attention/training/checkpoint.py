@@ -12,12 +12,17 @@ Why a digest: a truncated zip archive fails to open, but a flipped byte inside t
 silently with wrong numbers (checked with torch 2.13); the digest turns both into a clear error.
 Why tmp + ``os.replace``: the rename is atomic on POSIX, so a crash or a failed write mid-save
 leaves the previous checkpoint untouched: the last good checkpoint is never replaced by a bad one.
+Why ``tempfile.mkstemp`` for the temporary file (``<name>.<random>.tmp``, created with
+``O_CREAT | O_EXCL | O_NOFOLLOW``): a fixed name such as ``checkpoint.pt.tmp`` is shared by two
+writers, and a symlink planted there would be followed and its target overwritten; an exclusive,
+unique name is never an existing file or link.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import random
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Union
 
@@ -64,16 +69,19 @@ def _feed(h, obj: Any) -> None:
 def save_checkpoint(path: Union[str, Path], payload: Dict[str, Any]) -> Path:
     """Write ``payload`` (plus ``format`` and ``digest``) to ``path`` atomically.
 
-    The file is written to ``<path>.tmp`` in the same directory, flushed to disk, then renamed over
-    ``path``; on any failure the temporary file is removed and ``path`` keeps its old content.
+    The file is written to a new ``<path>.<random>.tmp`` in the same directory (exclusive
+    creation, links never followed), flushed to disk, then renamed over ``path``; on any failure
+    the temporary file is removed and ``path`` keeps its old content.
     """
     path = Path(path)
     body = {k: v for k, v in payload.items() if k not in ("format", "digest")}
     body["format"] = FORMAT
     body["digest"] = digest(body)
-    tmp = path.with_name(path.name + ".tmp")
+    fd, tmp_name = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
     try:
-        with open(tmp, "wb") as f:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the checkpoint from other readers
+        with os.fdopen(fd, "wb") as f:
             torch.save(body, f)
             f.flush()
             os.fsync(f.fileno())

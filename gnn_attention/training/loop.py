@@ -12,15 +12,21 @@ exactly the single-process loss of the whole batch (ranks hold different token c
 
 Resume is exact: a checkpoint stores model, optimiser, scheduler, every RNG state
 and the data position, so an interrupted-and-resumed CPU run ends bitwise equal to a straight one.
+Checkpoints are byte-identical for identical seeded runs: Python's and NumPy's generators are
+seeded with ``cfg.seed`` as torch's is, and wall-clock time (the one field that differs) is kept
+out of the checkpoint, in ``timing.json``. One writer per run directory (``rundir.RunLock``).
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -28,13 +34,14 @@ from torch import nn
 from gnn_attention.training.checkpoint import (
     CheckpointError,
     capture_rng,
-    load_checkpoint,
     restore_rng,
     save_checkpoint,
 )
 from gnn_attention.training.data import BatchStream, Tokenizer, encode_pairs, load_task
 from gnn_attention.training.interrupt import StopOnSignal
 from gnn_attention.training.metrics import MetricsLog, evaluate
+from gnn_attention.training.restore import load_into, load_run
+from gnn_attention.training.rundir import open_run_dir, read_elapsed, write_atomic
 from gnn_attention.training.setup import (
     CHECKPOINT,
     TrainConfig,
@@ -59,10 +66,18 @@ def train(cfg: TrainConfig, run_dir, resume: bool = False, stop_after: Optional[
 
     ``stop_after`` ends the run after that step with a checkpoint, as an interruption would
     (tests use it to check that resuming is exact); the results are then ``{"stopped_at": s}``.
-    ``overwrite`` starts afresh in a directory that holds a checkpoint (replaced at the first save).
+    ``overwrite`` starts afresh in a directory that holds a checkpoint: the old run is first
+    renamed to ``<run_dir>.replaced-<k>`` as a whole (nothing is deleted). The directory is locked
+    for the whole run; a second writer gets :class:`~gnn_attention.training.rundir.RunDirError`.
     """
     cfg.check()
-    run = _start(cfg, Path(run_dir), resume, overwrite)
+    with contextlib.ExitStack() as held:  # the run directory's lock, released however we leave
+        run = _start(cfg, Path(run_dir), resume, overwrite, held, log)
+        return _loop(run, stop_after, progress, log)
+
+
+def _loop(run: "_Run", stop_after: Optional[int], progress: bool, log) -> Dict[str, Any]:
+    cfg = run.cfg
     last = cfg.steps if stop_after is None else min(stop_after, cfg.steps)
     bar = None
     if progress and run.main:
@@ -136,55 +151,41 @@ def _device_and_ranks(cfg: TrainConfig):
     return device, rank, world, local_rank
 
 
-def _resume_state(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool):
-    """The checkpoint to continue from (None for a fresh run); raises before anything is written
-    when the directory is in the way or the configuration changed."""
-    ckpt_path = run_dir / CHECKPOINT
-    if resume:
-        state = load_checkpoint(ckpt_path)
-        saved = TrainConfig.from_json(state["config"])
-        if replace(saved, steps=cfg.steps, device=cfg.device) != cfg:
-            raise TrainingError(f"--resume with a different configuration than {ckpt_path} "
-                                f"(only --steps and --device may change)")
-        return state
-    if ckpt_path.exists() and not overwrite:
-        raise TrainingError(f"{run_dir} already holds a checkpoint; pass --resume to continue it "
-                            f"or choose another --run-dir")
-    return None
-
-
-def _start(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool) -> _Run:
+def _start(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool,
+           held: contextlib.ExitStack, log) -> _Run:
     device, rank, world, local_rank = _device_and_ranks(cfg)
-    state = _resume_state(cfg, run_dir, resume, overwrite)
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
+    state = open_run_dir(cfg, run_dir, resume, overwrite, rank == 0, held, log)
+    # Every generator seeded, not only torch's: their states are saved in each checkpoint, and
+    # unseeded ones would make identical runs write different bytes.
     torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
     data = load_task(cfg.task, **cfg.task_params)
     if state is None:
         src_tok, tgt_tok = build_tokenizers(cfg, data)
     else:
         src_tok, tgt_tok = (Tokenizer.from_dict(state["tokenizers"][k]) for k in ("src", "tgt"))
+    try:
+        stream = BatchStream(encode_pairs(data.train, src_tok, tgt_tok), cfg.batch_size,
+                             cfg.seed, rank, world)
+    except ValueError as err:  # e.g. a batch larger than the training split
+        raise TrainingError(f"batch size {cfg.batch_size}: {err}") from None
     core = build_model(cfg.model, src_tok, tgt_tok).to(device)
     optimizer, scheduler = make_optimizer(core, cfg)
-    stream = BatchStream(encode_pairs(data.train, src_tok, tgt_tok), cfg.batch_size, cfg.seed,
-                         rank, world)
     run = _Run(cfg, run_dir, device, rank, world, data, src_tok, tgt_tok, core, core, optimizer,
                scheduler, stream, None, max(len(t) for _, t in stream.examples))
     if state is not None:
-        core.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        stream.load_state_dict(state["data"])
+        load_into(run.ckpt_path, state, core, optimizer, scheduler, stream)
         restore_rng(state["rng"])
-        run.step, run.elapsed, run.tokens = (int(state["step"]), float(state["elapsed"]),
-                                             int(state["tokens"]))
+        run.step, run.tokens = int(state["step"]), int(state["tokens"])
+        run.elapsed = read_elapsed(run_dir, run.step)
     if world > 1:
         run.model = nn.parallel.DistributedDataParallel(
             core, device_ids=[local_rank] if device.type == "cuda" else None)
     if cfg.compile:
         run.model = torch.compile(run.model)
     if run.main:
+        write_atomic(run_dir / "config.json", json.dumps(cfg.to_json(), indent=2) + "\n")
         run.metrics = MetricsLog(run_dir)
         run.metrics.truncate_after(run.step)  # a fresh run (step 0) starts an empty log
     return run
@@ -240,7 +241,10 @@ def _checkpoint(run: _Run) -> None:
             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
             "rng": capture_rng(), "data": run.stream.state_dict(), "config": run.cfg.to_json(),
             "tokenizers": {"src": run.src_tok.to_dict(), "tgt": run.tgt_tok.to_dict()},
-            "elapsed": run.elapsed, "tokens": run.tokens, "max_target_len": run.max_target_len})
+            "tokens": run.tokens, "max_target_len": run.max_target_len})
+        # Wall-clock time differs run to run: beside the checkpoint, not in it.
+        write_atomic(run.run_dir / "timing.json",
+                      json.dumps({"step": run.step, "elapsed_seconds": run.elapsed}) + "\n")
     if run.world > 1:
         dist.barrier()
 
@@ -263,16 +267,6 @@ def _finish(run: _Run, log) -> Dict[str, Any]:
     (run.run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     log(json.dumps(results, indent=2))
     return results
-
-
-def load_run(run_dir, device: str = "cpu"):
-    """``(config, model, src_tok, tgt_tok, checkpoint)`` of a run directory, model in eval mode."""
-    state = load_checkpoint(Path(run_dir) / CHECKPOINT, map_location="cpu")
-    cfg = TrainConfig.from_json(state["config"])
-    src_tok, tgt_tok = (Tokenizer.from_dict(state["tokenizers"][k]) for k in ("src", "tgt"))
-    model = build_model(cfg.model, src_tok, tgt_tok)
-    model.load_state_dict(state["model"])
-    return cfg, model.to(pick_device(device)).eval(), src_tok, tgt_tok, state
 
 
 __all__ = ["CHECKPOINT", "CheckpointError", "TrainConfig", "TrainingError", "batch_loss",
