@@ -78,7 +78,8 @@ class TransformerConv(AttentionMessagePassing):
         self.lin_value = Linear(c_src, HC, bias=bias)
         self.lin_edge = None if edge_dim is None else Linear(edge_dim, HC, bias=False)
         width = HC if concat else out_channels
-        self.lin_skip = Linear(c_dst, width, bias=bias) if root_weight else None
+        # PyG creates lin_skip even without root_weight (unused then): kept for state-dict parity
+        self.lin_skip = Linear(c_dst, width, bias=bias)
         self.lin_beta = Linear(3 * width, 1, bias=False) if self.beta else None
         self.reset_parameters()
 
