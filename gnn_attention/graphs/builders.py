@@ -123,7 +123,7 @@ def from_predicate(lengths: Lengths, allows: Predicate, src_lengths: Optional[Le
     src_ptr, dst_ptr = _ptr(m), _ptr(n)
     parts, found = [], 0
     for b, (T, S) in enumerate(zip(n.tolist(), m.tolist())):
-        rows = max(1, PREDICATE_PAIRS // max(S, 1)) if T * S > PREDICATE_PAIRS else T
+        rows = max(1, PREDICATE_PAIRS // max(S, 1) if T * S > PREDICATE_PAIRS else T)
         for r in range(0, T, rows):
             t, s = torch.arange(r, min(r + rows, T)).view(-1, 1), torch.arange(S).view(1, -1)
             ti, si = _evaluate(allows, t, s, T, S).nonzero(as_tuple=True)

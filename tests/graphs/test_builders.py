@@ -180,7 +180,44 @@ def test_graph_to_device_keeps_edges():
     (lambda: G.check_edge_index(torch.zeros(3, 3, dtype=torch.long), 4, 4), ValueError, r"\[2, E\]"),
     (lambda: G.check_edge_index(torch.tensor([[0, 4], [0, 0]]), 4, 4), IndexError, "out of range"),
     (lambda: G.check_edge_index(torch.tensor([[0, -1], [0, 0]]), 4, 4), IndexError, "out of range"),
+    # degenerate arguments: rejected, never rounded or taken by truthiness
+    (lambda: G.window([3], 2, dilation=1.5), TypeError, "window dilation must be an integer"),
+    (lambda: G.window([3], 2.5), TypeError, "window w must be an integer"),
+    (lambda: G.window([3], True), TypeError, "window w must be an integer"),
+    (lambda: G.window([3], 2, causal="no"), TypeError, "window causal must be True or False"),
+    (lambda: G.window([3], 2, causal=1), TypeError, "True or False"),
+    (lambda: G.cross([3], [3], causal="yes"), TypeError, "cross causal must be True or False"),
+    (lambda: G.cross([3], [3], align="middle"), ValueError, "align"),
+    (lambda: G.from_predicate([3], lambda t, s, T, S: (t - s).abs()), TypeError, "bool tensor"),
+    (lambda: G.from_predicate([3], lambda t, s, T, S: (s <= t).float()), TypeError, "float32"),
+    (lambda: G.from_predicate([3], lambda t, s, T, S: torch.ones(2, 2, dtype=torch.bool)),
+     ValueError, r"broadcast to \[3, 3\]"),
+    (lambda: G.from_predicate([3], lambda t, s, T, S: s <= t, src_lengths=[3, 3]), ValueError,
+     "sequences"),
+    (lambda: G.bigbird([5], w=1.5), TypeError, "bigbird w must be an integer"),
+    (lambda: G.bigbird([5], block=0), ValueError, "bigbird block must be >= 1"),
+    (lambda: G.bigbird([5], global_tokens=(0.5,)), TypeError, "global token"),
+    (lambda: G.padded_cross(torch.tensor([2]), 2.0), TypeError, "S_max must be an integer"),
+    (lambda: G.incremental_causal(2, -1), ValueError, "L must be >= 0"),
 ])
 def test_bad_input_gets_a_clear_error(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_from_predicate_in_row_blocks_equals_one_block(monkeypatch):
+    from gnn_attention.graphs import builders
+
+    rule = lambda t, s, T, S: ((t - s) % 3 == 0) | (s == S - 1)  # noqa: E731
+    whole = G.from_predicate([7, 0, 5], rule, src_lengths=[4, 2, 6])
+    monkeypatch.setattr(builders, "PREDICATE_PAIRS", 5)  # 1-row blocks
+    blocks = G.from_predicate([7, 0, 5], rule, src_lengths=[4, 2, 6])
+    assert torch.equal(blocks.edge_index, whole.edge_index) and blocks.edge_perm is None
+
+
+def test_from_predicate_stops_at_the_memory_limit(monkeypatch):
+    monkeypatch.setenv("GNN_ATTENTION_MEMORY_LIMIT", "1KiB")
+    with pytest.raises(G.MemoryLimitError, match="from_predicate"):
+        G.from_predicate([10], lambda t, s, T, S: s <= t)  # 55 edges x 64 bytes > 1 KiB
+    with pytest.raises(G.MemoryLimitError, match="sorting 100 edges"):
+        G.from_edge_index(torch.zeros(2, 100, dtype=torch.long), [1], [1])
