@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from gnn_attention.graphs import causal, cross, full
 from gnn_attention.pretrained.blocks import GraphAttention, activation, check_batch, check_vocab, \
-    lengths_of
+    lengths_of, special_tokens
 from gnn_attention.pretrained.generation import Cache, extend, generate, step_graph
 
 
@@ -60,8 +60,7 @@ class BartConfig:
             decoder_heads=cfg.decoder_attention_heads, encoder_ffn=cfg.encoder_ffn_dim,
             decoder_ffn=cfg.decoder_ffn_dim, max_positions=cfg.max_position_embeddings,
             activation=cfg.activation_function, scale_embedding=bool(cfg.scale_embedding),
-            decoder_start_token_id=cfg.decoder_start_token_id, eos_token_id=cfg.eos_token_id,
-            pad_token_id=cfg.pad_token_id), **overrides})
+            ), **overrides})
 
 
 class EncoderLayer(nn.Module):
@@ -263,11 +262,12 @@ def bart_state_dict(hf_state: dict, config: BartConfig) -> dict:
 def from_hf_bart(hf_model, config: Optional[BartConfig] = None,
                  table: Optional[Tensor] = None) -> BartGraph:
     """A :class:`BartGraph` with a copy of a ``BartForConditionalGeneration``'s weights (eval)."""
-    config = config or BartConfig.from_hf(hf_model.config)
+    config = config or BartConfig.from_hf(hf_model.config, **special_tokens(hf_model))
     model = BartGraph(config, table)
     p = next(hf_model.parameters())
     state = bart_state_dict(hf_model.state_dict(), config)
     if table is not None:
         state.update({f"{s}_embed.table": table for s in ("encoder", "decoder")})
+    model = model.to(device=p.device, dtype=p.dtype)  # cast first: float64 stays float64
     model.load_state_dict(state, strict=True)
-    return model.to(device=p.device, dtype=p.dtype).eval()
+    return model.eval()

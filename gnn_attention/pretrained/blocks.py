@@ -74,8 +74,7 @@ def activation(name: str):
 
 class RMSNorm(nn.Module):
     r"""Root-mean-square norm without centring or bias (T5):
-    :math:`y = w \odot x / \sqrt{\mathrm{mean}(x^2) + \epsilon}`, the mean taken in float32 at
-    least, so half precision does not overflow the squares.
+    :math:`y = w \odot x / \sqrt{\mathrm{mean}(x^2) + \epsilon}`, the mean taken in float32.
 
     **Shapes:** ``[*, C]`` -> ``[*, C]``.
     """
@@ -85,8 +84,9 @@ class RMSNorm(nn.Module):
         self.weight, self.eps = nn.Parameter(torch.ones(width)), eps
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        # The mean square is always taken in float32, as T5 does (also for float64 inputs, so a
+        # float64 run reproduces T5's to 1e-9); half inputs must not square in half precision.
+        y = x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * y.to(self.weight.dtype)
 
     def __repr__(self) -> str:
@@ -164,3 +164,22 @@ def select(packed: Tensor, lengths: Tensor, index: Tensor) -> Tensor:
     start, count = _ptr(lengths)[:-1][index], lengths[index]
     rows = torch.repeat_interleave(start - _ptr(count)[:-1], count) + torch.arange(int(count.sum()))
     return packed[rows.to(packed.device)]
+
+
+def special_tokens(hf_model) -> dict:
+    """``decoder_start_token_id``, ``eos_token_id``, ``pad_token_id`` as ``generate`` reads them:
+    the model's generation config first, then its config (T5 keeps its start token only there);
+    a list of EOS ids is not supported (one id or None)."""
+    found = {}
+    for name in ("decoder_start_token_id", "eos_token_id", "pad_token_id"):
+        sources = (getattr(hf_model, "generation_config", None), hf_model.config)
+        values = [getattr(s, name, None) for s in sources if s is not None]
+        value = next((v for v in values if v is not None), None)
+        if isinstance(value, (list, tuple)):
+            if len(value) != 1:
+                raise ValueError(f"{name}={value}: only one id is supported")
+            value = value[0]
+        found[name] = value
+    if found["decoder_start_token_id"] is None:  # T5: decoding starts from the padding token
+        found["decoder_start_token_id"] = found["pad_token_id"]
+    return found

@@ -30,6 +30,7 @@ from gnn_attention.pretrained.blocks import (
     check_batch,
     check_vocab,
     lengths_of,
+    special_tokens,
 )
 from gnn_attention.pretrained.generation import Cache, extend, generate, step_graph
 
@@ -50,14 +51,14 @@ class GPT2Config:
     pad_token_id: Optional[int] = None
 
     @classmethod
-    def from_hf(cls, cfg) -> "GPT2Config":
+    def from_hf(cls, cfg, tokens: dict) -> "GPT2Config":
         if getattr(cfg, "scale_attn_by_inverse_layer_idx", False) or \
                 getattr(cfg, "reorder_and_upcast_attn", False) or not cfg.scale_attn_weights:
             raise ValueError("only GPT-2's default score scaling 1/sqrt(D) is supported")
         return cls(cfg.vocab_size, cfg.n_positions, cfg.n_embd, cfg.n_head, cfg.n_layer,
                    cfg.n_inner or 4 * cfg.n_embd, cfg.layer_norm_epsilon,
-                   cfg.activation_function, _token(cfg.eos_token_id, cfg.vocab_size),
-                   _token(cfg.pad_token_id, cfg.vocab_size))
+                   cfg.activation_function, _token(tokens["eos_token_id"], cfg.vocab_size),
+                   _token(tokens["pad_token_id"], cfg.vocab_size))
 
 
 def _token(token, vocab_size: int):
@@ -186,7 +187,11 @@ def gpt2_state_dict(hf_state: dict) -> dict:
 
 def from_hf_gpt2(hf_model) -> GPT2Graph:
     """A :class:`GPT2Graph` with a copy of a ``GPT2LMHeadModel``'s weights, in eval mode."""
-    model = GPT2Graph(GPT2Config.from_hf(hf_model.config))
-    p = next(hf_model.parameters())
-    model.load_state_dict(gpt2_state_dict(hf_model.state_dict()), strict=True)
-    return model.to(device=p.device, dtype=p.dtype).eval()
+    model = GPT2Graph(GPT2Config.from_hf(hf_model.config, special_tokens(hf_model)))
+    p, state = next(hf_model.parameters()), hf_model.state_dict()
+    if not torch.equal(state["lm_head.weight"], state["transformer.wte.weight"]):
+        raise ValueError("GPT-2 with an LM head not tied to the token embedding is not supported")
+    # cast before copying: float64 weights must not pass through float32 parameters
+    model = model.to(device=p.device, dtype=p.dtype)
+    model.load_state_dict(gpt2_state_dict(state), strict=True)
+    return model.eval()

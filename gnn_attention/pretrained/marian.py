@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from gnn_attention.pretrained.bart import BartConfig, BartGraph, from_hf_bart
+from gnn_attention.pretrained.blocks import special_tokens
 
 
 def sinusoidal_table(P: int, C: int) -> Tensor:
@@ -31,12 +32,12 @@ def sinusoidal_table(P: int, C: int) -> Tensor:
     return out.to(torch.float32)
 
 
-def marian_config(cfg) -> BartConfig:
-    """A :class:`BartConfig` for a ``transformers.MarianConfig``."""
+def marian_config(cfg, tokens: dict) -> BartConfig:
+    """A :class:`BartConfig` for a ``transformers.MarianConfig`` and its special ``tokens``."""
     if not getattr(cfg, "share_encoder_decoder_embeddings", True):
         raise ValueError("Marian with separate decoder embeddings / vocabulary is not supported")
     return BartConfig.from_hf(cfg, positions="sinusoidal", position_offset=0,
-                              layernorm_embedding=False)
+                              layernorm_embedding=False, **tokens)
 
 
 def from_hf_marian(hf_model) -> BartGraph:
@@ -46,7 +47,7 @@ def from_hf_marian(hf_model) -> BartGraph:
         ValueError: the checkpoint's own position table differs from :func:`sinusoidal_table`
             (another position scheme: computing with ours would be silently wrong).
     """
-    config = marian_config(hf_model.config)
+    config = marian_config(hf_model.config, special_tokens(hf_model))
     table = sinusoidal_table(config.max_positions, config.d_model)
     theirs = hf_model.state_dict()["model.encoder.embed_positions.weight"]
     if theirs.shape != table.shape or (theirs.float().cpu() - table).abs().max() > 1e-6:
