@@ -68,7 +68,11 @@ def bert_config(directory: PathLike) -> EncoderOnlyConfig:
     ``hidden_dropout_prob`` becomes the encoder's one dropout rate (training mode only).
     """
     path = Path(directory) / "config.json"
-    cfg = json.loads(path.read_text())
+    return bert_config_from_dict(json.loads(path.read_text()), str(path))
+
+
+def bert_config_from_dict(cfg: dict, path: str = "config") -> EncoderOnlyConfig:
+    """:func:`bert_config` from the parsed ``config.json`` (e.g. ``BertConfig.to_dict()``)."""
     if cfg.get("model_type", "bert") != "bert":
         raise ValueError(f"{path}: model_type {cfg.get('model_type')!r} is not 'bert'")
     if cfg.get("position_embedding_type", "absolute") != "absolute":
