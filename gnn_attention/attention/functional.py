@@ -51,7 +51,7 @@ def graph_attention(q: Tensor, k: Tensor, v: Tensor, edge_index: Union[Tensor, T
 
     if not 0.0 <= dropout_p <= 1.0:  # a negative p would otherwise be silently ignored
         raise ValueError(f"dropout_p must be in [0, 1], got {dropout_p}")
-    ei = check_inputs(q, k, v, edge_index, edge_bias, score, score_weight)
+    ei = check_inputs(q, k, v, edge_index, edge_bias, score, score_weight, scale)
     if strict:
         deg = edge_index.in_degree() if isinstance(edge_index, TokenGraph) else \
             torch.bincount(ei[1], minlength=q.size(0))

@@ -163,8 +163,37 @@ def aggregate(alpha: Tensor, v: Tensor, edge_index: Tensor, num_targets: int) ->
     return v.new_zeros(num_targets, v.size(1), v.size(2)).index_add(0, edge_index[1], msg)
 
 
-def check_inputs(q, k, v, edge_index, edge_bias, score, score_weight) -> Tensor:
-    """Validate shapes and the graph before any computation; return ``edge_index`` (int64)."""
+def check_inputs(q, k, v, edge_index, edge_bias, score, score_weight, scale=None):
+    """Validate shapes, dtypes and the graph before any computation.
+
+    Returns the validated int64 ``edge_index`` of a raw ``[2, E]`` tensor, and None for a
+    :class:`TokenGraph`: its edges are correct by construction and a structured graph may not hold
+    them at all (only the kernels that read edges ask for them).
+    """
+    _check_nodes(q, k, v, score)
+    check_score(score, score_weight, q.size(1), q.size(2))
+    if isinstance(edge_index, TokenGraph):
+        if (edge_index.num_src, edge_index.num_dst) != (k.size(0), q.size(0)):
+            raise ValueError(f"graph has {edge_index.num_src} source and {edge_index.num_dst} "
+                             f"target nodes, but k has {k.size(0)} rows and q has {q.size(0)}")
+        ei, E = None, edge_index.num_edges
+    else:
+        ei = check_edge_index(edge_index, k.size(0), q.size(0))
+        E = ei.size(1)
+    if edge_bias is not None and not isinstance(edge_bias, Tensor):
+        raise TypeError(f"edge_bias must be a Tensor [E, H] or None, got {type(edge_bias).__name__}")
+    if edge_bias is not None and not edge_bias.is_floating_point():  # bool/int/complex: no score
+        raise TypeError(f"edge_bias must be a real floating-point tensor (it is added to the "
+                        f"scores), got {edge_bias.dtype}")
+    if edge_bias is not None and (edge_bias.dim() != 2 or edge_bias.size(0) != E
+                                  or edge_bias.size(1) not in (1, q.size(1))):
+        raise ValueError(f"edge_bias must have shape [E, H] or [E, 1] with E={E}, "
+                         f"H={q.size(1)}, got {_shape(edge_bias)}")
+    check_score_range(q, k, score, score_weight, scale)
+    return ei
+
+
+def _check_nodes(q, k, v, score) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor) or t.dim() != 3:
             raise ValueError(f"{name} must be a [N, H, D] tensor, got {_shape(t)}")
@@ -178,25 +207,48 @@ def check_inputs(q, k, v, edge_index, edge_bias, score, score_weight) -> Tensor:
     if q.size(1) != k.size(1) or k.size(1) != v.size(1):
         raise ValueError(f"q, k, v must have the same number of heads, got shapes "
                          f"{_shape(q)}, {_shape(k)}, {_shape(v)}")
+    if q.size(2) == 0 or k.size(2) == 0:  # 1 / sqrt(D) and an empty dot product mean nothing
+        raise ValueError(f"q and k need a head width D >= 1, got shapes {_shape(q)}, {_shape(k)}")
     if score != "additive" and q.size(2) != k.size(2):
         raise ValueError(f"q and k must have the same head width, got {q.size(2)} and {k.size(2)}")
     if k.size(0) != v.size(0):
         raise ValueError(f"k and v must have one row per source node, got {k.size(0)} and {v.size(0)}")
-    check_score(score, score_weight, q.size(1), q.size(2))
-    if isinstance(edge_index, TokenGraph):
-        if (edge_index.num_src, edge_index.num_dst) != (k.size(0), q.size(0)):
-            raise ValueError(f"graph has {edge_index.num_src} source and {edge_index.num_dst} "
-                             f"target nodes, but k has {k.size(0)} rows and q has {q.size(0)}")
-        ei = edge_index.edge_index
-    else:
-        ei = check_edge_index(edge_index, k.size(0), q.size(0))
-    if edge_bias is not None and not isinstance(edge_bias, Tensor):
-        raise TypeError(f"edge_bias must be a Tensor [E, H] or None, got {type(edge_bias).__name__}")
-    if edge_bias is not None and (edge_bias.dim() != 2 or edge_bias.size(0) != ei.size(1)
-                                  or edge_bias.size(1) not in (1, q.size(1))):
-        raise ValueError(f"edge_bias must have shape [E, H] or [E, 1] with E={ei.size(1)}, "
-                         f"H={q.size(1)}, got {_shape(edge_bias)}")
-    return ei
+
+
+# Largest float32: half-precision scores are computed in float32 (see compute_dtype).
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
+def _finite_amax(x: Tensor) -> float:
+    """max |x| over the finite entries (a NaN or inf input follows the reference's rules instead)."""
+    a = x.detach().abs()
+    return float(torch.where(torch.isfinite(a), a, 0).amax())
+
+
+def check_score_range(q: Tensor, k: Tensor, score: str, score_weight: ScoreWeight,
+                      scale: Optional[float]) -> None:
+    """Raise before computing if bfloat16 inputs could give a dot-product score beyond float32.
+
+    bfloat16 spans float32's exponent range, so ``|q.k| <= D max|q| max|k|`` can reach 1e77 while
+    the scores are held in float32 (max 3.4e38): an overflowed score turns its row into NaN. The
+    bound is checked on the host (two reductions); float16 (max 65504) cannot overflow float32
+    scores, float32/float64 inputs are scored in their own dtype as the reference does. Under
+    ``torch.compile`` the check is skipped (it reads values on the host).
+    """
+    if q.dtype != torch.bfloat16 or score == "additive" or not q.numel() or not k.numel() \
+            or torch.compiler.is_compiling():
+        return
+    c = 1.0 / math.sqrt(q.size(-1)) if scale is None and score == "scaled_dot" else \
+        (1.0 if scale is None else abs(float(scale)))
+    qm, km = _finite_amax(q), _finite_amax(k)
+    bound = qm * km * q.size(-1) * c  # a Python float (float64): no overflow up to 1e308
+    if score == "general":
+        bound *= _finite_amax(score_weight) * q.size(-1)
+    if bound > FLOAT32_MAX / 2:  # half the range: headroom for the added bias and the max
+        raise ValueError(f"bfloat16 inputs this large (max |q| = {qm:.3g}, max "
+                         f"|k| = {km:.3g}) could give attention scores up to "
+                         f"{bound:.3g}, beyond the float32 range the scores are computed in; scale "
+                         f"q and k down (e.g. normalise them) or pass float64 inputs")
 
 
 def reference_attention(q: Tensor, k: Tensor, v: Tensor, edge_index: Tensor, *,

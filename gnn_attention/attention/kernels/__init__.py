@@ -32,7 +32,7 @@ import math
 import torch
 from torch import Tensor
 
-from gnn_attention.attention.kernels import csr, dense, memory, plan, select, tiled
+from gnn_attention.attention.kernels import csr, dense, finite, memory, plan, select, tiled
 from gnn_attention.attention.kernels.memory import AttentionMemoryError
 from gnn_attention.attention.math import compute_dtype, prepare_query, reference_attention
 from gnn_attention.graphs import TokenGraph
@@ -66,13 +66,15 @@ def _estimate(name, graph, n_dst, n_src, E, H, D, Dv, itemsize, bias_heads, drop
     return E * H * (3 * D + 2 * Dv + 6) * itemsize  # reference: [E, H, D] gathers and products
 
 
-def dispatch(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor, *,
+def dispatch(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor | None, *,
              edge_bias: Tensor | None, score: str, score_weight, scale: float | None,
              dropout_p: float, return_attention_weights: bool, backend: str):
     """Run the kernel named by ``backend`` (``"auto"``: the planned one for this graph).
 
     ``graph`` is what the user passed (a TokenGraph or a raw ``[2, E]`` tensor), ``edge_index``
-    its validated int64 edges. Raises ValueError when a pinned kernel cannot serve the graph and
+    the validated int64 edges of a raw tensor (None for a TokenGraph: only the kernels that read
+    edges ask the graph for them, so a structured graph stays implicit on the dense and tiled
+    paths). Raises ValueError when a pinned kernel cannot serve the graph and
     :class:`AttentionMemoryError` when the estimated temporaries exceed the memory limit.
 
     **Shapes:** q ``[N_dst, H, D]``, k ``[N_src, H, D]``, v ``[N_src, H, Dv]``, edge_bias
@@ -85,22 +87,18 @@ def dispatch(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor, *,
         name = "reference"  # see module docstring
     if name == "tiled" and tiled.check(graph) is not None:
         raise ValueError(f"backend 'tiled' cannot run {graph!r}: {tiled.check(graph)}")
-    n_dst, H, D = q.shape
-    n_src, Dv, E = k.size(0), v.size(-1), edge_index.size(1)
-    bias_heads = 0 if edge_bias is None else edge_bias.size(1)
-    itemsize = compute_dtype(q.dtype).itemsize
-    dropout = dropout_p > 0.0
-    est = plan.cached(graph, ("estimate", name, H, D, Dv, itemsize, bias_heads, dropout),
-                      lambda: _estimate(name, graph, n_dst, n_src, E, H, D, Dv, itemsize,
-                                        bias_heads, dropout))
-    memory.guard(name, est, lambda: _describe(graph, n_dst, n_src, E, H, D, Dv))
-
+    if name in ("dense", "tiled") and not finite.isolated(name, graph, q, k, v):
+        # a non-finite input would reach masked slots of SDPA (see .finite): the CSR kernel, or
+        # the reference for dropout, reads exactly the graph's edges
+        name = "csr" if dropout_p == 0.0 else "reference"
+    _guard(name, graph, q, k, v, edge_bias, dropout_p)
+    edges = (lambda: graph.edge_index) if edge_index is None else (lambda: edge_index)
     kw = {"edge_bias": edge_bias, "score": score, "score_weight": score_weight, "scale": scale}
     if name == "reference":
-        return reference_attention(q, k, v, edge_index, dropout_p=dropout_p,
+        return reference_attention(q, k, v, edges(), dropout_p=dropout_p,
                                    return_attention_weights=return_attention_weights, **kw)
     if name == "csr":
-        out, alpha = _csr(q, k, v, graph, edge_index, **kw)
+        out, alpha = _csr(q, k, v, graph, edges(), **kw)
         out = out.to(v.dtype)
         return (out, alpha.to(q.dtype)) if return_attention_weights else out
     # dense / tiled: SDPA takes the scale itself, so scaled/dot scores need no copy of q
@@ -110,7 +108,8 @@ def dispatch(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor, *,
     if score == "general":
         qs, sdpa_scale = prepare_query(qs, score, score_weight, None, head_dim=-2), 1.0
     else:
-        sdpa_scale = 1.0 if score == "dot" else (1.0 / math.sqrt(D) if scale is None else scale)
+        sdpa_scale = 1.0 if score == "dot" else (1.0 / math.sqrt(q.size(-1)) if scale is None
+                                                 else scale)
     bias = None if edge_bias is None else edge_bias.to(qs.dtype)
     if name == "dense":
         out = dense.attention(qs, ks, vs, graph, edge_index, bias, sdpa_scale, dropout_p)
@@ -119,8 +118,22 @@ def dispatch(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor, *,
     out = out.to(v.dtype)
     if not return_attention_weights:
         return out
-    _, alpha = _csr(q, k, v, graph, edge_index, **kw)
+    _, alpha = _csr(q, k, v, graph, edges(), **kw)
     return out, alpha.to(q.dtype)
+
+
+def _guard(name, graph, q, k, v, edge_bias, dropout_p) -> None:
+    """The memory guard for kernel ``name`` (the estimate is cached per graph and shape)."""
+    n_dst, H, D = q.shape
+    n_src, Dv = k.size(0), v.size(-1)
+    E = graph.num_edges if isinstance(graph, TokenGraph) else graph.size(1)
+    bias_heads = 0 if edge_bias is None else edge_bias.size(1)
+    itemsize = compute_dtype(q.dtype).itemsize
+    dropout = dropout_p > 0.0
+    est = plan.cached(graph, ("estimate", name, H, D, Dv, itemsize, bias_heads, dropout),
+                      lambda: _estimate(name, graph, n_dst, n_src, E, H, D, Dv, itemsize,
+                                        bias_heads, dropout))
+    memory.guard(name, est, lambda: _describe(graph, n_dst, n_src, E, H, D, Dv))
 
 
 def _csr(q, k, v, graph, edge_index, *, edge_bias, score, score_weight, scale):

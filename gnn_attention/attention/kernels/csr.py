@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gnn_attention.attention.kernels.plan import cached
+from gnn_attention.attention.kernels.plan import cached, connect
 from gnn_attention.graphs import TokenGraph
 
 
@@ -181,9 +181,7 @@ def attention(qp: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor,
     """
     n_dst, H, n_src, E = qp.size(0), qp.size(1), k.size(0), edge_index.size(1)
     if E == 0:  # no edge at all: every target outputs zero (sparse kernels dislike nnz = 0)
-        out = (qp.sum() * 0 + k.sum() * 0 + v.sum() * 0).expand(n_dst, H, v.size(-1)).clone()
-        if edge_bias is not None:
-            out = out + edge_bias.sum() * 0
+        out = qp.new_zeros(n_dst, H, v.size(-1)) + connect(qp, k, v, edge_bias)
         return out, qp.new_zeros(0, H)
     st = structure(graph, edge_index, n_dst, n_src, H)
     bias = None

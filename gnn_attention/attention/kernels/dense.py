@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gnn_attention.attention.kernels.plan import DENSE_PATTERNS, cached, lengths
+from gnn_attention.attention.kernels.plan import DENSE_PATTERNS, cached, connect, lengths
 from gnn_attention.graphs import TokenGraph
 from gnn_attention.graphs.positions import sequence_and_position
 
@@ -52,34 +52,49 @@ class Layout:
     dst_slot: Tensor | None
 
 
-def _edge_pos(graph, edge_index: Tensor, B: int, T: int, S: int) -> Tensor:
-    """Flat position ``(b T + t) S + s`` of every edge in ``[B, T, S]``."""
-    src, dst = edge_index[0], edge_index[1]
+def _edge_pos(graph, edge_index: Tensor | None, B: int, T: int, S: int) -> Tensor:
+    """Flat position ``(b T + t) S + s`` of every edge in ``[B, T, S]`` (``edge_index``: the edges
+    of a raw tensor; a TokenGraph is asked for its own)."""
     if not isinstance(graph, TokenGraph):
-        return dst * S + src
+        return edge_index[1] * S + edge_index[0]
+    src, dst = graph.edge_index
     b, t = sequence_and_position(graph.dst_ptr, dst)
     return (b * T + t) * S + (src - graph.src_ptr[b])
 
 
-def _build(graph, edge_index: Tensor, n_dst: int, n_src: int) -> Layout:
-    dev = edge_index.device
+def _sdpa_causal(graph, T: int, S: int) -> bool:
+    """True when the graph's causal blocks are SDPA's ``is_causal`` triangle (top-left s <= t)."""
+    align = graph.pattern.params[0] if graph.pattern.params else "top_left"
+    return align == "top_left" or T == S
+
+
+def masked_inputs(graph) -> str:
+    """Which of q, k, v can reach a slot SDPA computes but the graph lacks (see :mod:`.finite`):
+    ``""`` for equal-length full/cross blocks, else ``"qkv"``."""
+    if not isinstance(graph, TokenGraph):
+        return "qkv"
+    n, name = lengths(graph), graph.pattern.name
+    return "" if name in ("full", "cross") and n.uniform else "qkv"
+
+
+def _build(graph, edge_index: Tensor | None, n_dst: int, n_src: int) -> Layout:
     if not isinstance(graph, TokenGraph):  # a raw edge_index: one sequence, mask = the edges
-        B, T, S, uniform, name = 1, n_dst, n_src, True, "custom"
+        B, T, S, uniform, name, dev = 1, n_dst, n_src, True, "custom", edge_index.device
     else:
         n = lengths(graph)
         B, T, S, uniform, name = n.B, n.T_max, n.S_max, n.uniform, graph.pattern.name
+        dev = graph.device
     is_causal, mask = False, None
     if name in DENSE_PATTERNS and uniform:
         if name in ("causal", "cross_causal"):
-            align = graph.pattern.params[0] if graph.pattern.params else "top_left"
-            if align == "top_left" or T == S:
+            if _sdpa_causal(graph, T, S):
                 is_causal = True  # SDPA's is_causal is the top-left triangle s <= t
             else:
                 mask = torch.ones(T, S, dtype=torch.bool, device=dev).tril(S - T).view(1, 1, T, S)
     elif name in ("full", "cross"):  # complete blocks: a key-padding mask, queries broadcast
         s_len = graph.src_lengths.to(dev)
         mask = (torch.arange(S, device=dev).view(1, S) < s_len.view(B, 1)).view(B, 1, 1, S)
-    else:
+    else:  # the only layout that reads the edges one by one
         flat = torch.zeros(B * T * S, dtype=torch.bool, device=dev)
         flat[_edge_pos(graph, edge_index, B, T, S)] = True  # edges form a set (validated)
         mask = flat.view(B, 1, T, S)
@@ -97,7 +112,7 @@ def _gather_index(ptr: Tensor, width: int) -> Tensor:
     return torch.where(t < ptr.diff().view(-1, 1), node, 0).flatten()
 
 
-def layout(graph, edge_index: Tensor, n_dst: int, n_src: int) -> Layout:
+def layout(graph, edge_index: Tensor | None, n_dst: int, n_src: int) -> Layout:
     return cached(graph, "dense", lambda: _build(graph, edge_index, n_dst, n_src))
 
 
@@ -115,7 +130,7 @@ def _additive(graph, mask: Tensor, dtype: torch.dtype) -> Tensor:
                   .masked_fill(~mask, float("-inf")))
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor,
+def attention(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor | None,
               edge_bias: Tensor | None, scale: float, dropout_p: float = 0.0) -> Tensor:
     """``out [N_dst, H, Dv]`` = SDPA over the graph's blocks, with ``score(q, k) = scale q.k``;
     ``dropout_p`` drops each weight alpha_ij with probability p and scales the rest by 1/(1-p)
@@ -128,7 +143,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor,
     lay = layout(graph, edge_index, n_dst, k.size(0))
     B, T, S = lay.B, lay.T, lay.S
     if B * T == 0 or S == 0:  # nothing to attend to: every output row is zero
-        return q.new_zeros(n_dst, H, Dv) + (q.sum() + k.sum() + v.sum()) * 0
+        return q.new_zeros(n_dst, H, Dv) + connect(q, k, v)
     mask, is_causal = lay.mask, lay.is_causal
     if mask is not None:
         mask = _additive(graph, mask, q.dtype)

@@ -78,3 +78,12 @@ def window_params(graph: TokenGraph):
     if p.name == "window" and len(p.params) == 3:
         return p.params
     return None
+
+
+def connect(*xs: Tensor) -> Tensor:
+    """An exact 0 that depends on every input, so an empty result still has (zero) gradients.
+
+    A sum over zero entries, not ``x.sum() * 0``: that is NaN for a NaN input and for a float16
+    sum that overflows (q of magnitude 1e4 over 10 rows was enough), where the answer is 0.
+    """
+    return sum(x[:0].sum() for x in xs if x is not None)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gnn_attention.attention.kernels.plan import cached, lengths, window_params
+from gnn_attention.attention.kernels.plan import cached, connect, lengths, window_params
 from gnn_attention.graphs import TokenGraph
 
 TILE = 64  # queries per tile (K): at T = 4096, w = 64, K = 32 was slower and K = 128 no faster
@@ -135,7 +135,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, graph: TokenGraph, edge_bias: Ten
     """
     N, H, Dv = q.size(0), q.size(1), v.size(-1)
     if N == 0:
-        return q.new_zeros(0, H, Dv) + (q.sum() + k.sum() + v.sum()) * 0
+        return q.new_zeros(0, H, Dv) + connect(q, k, v)
     tl = cached(graph, "tiled", lambda: _build(graph))
     R, K, L = tl.R, tl.K, tl.L
     mask = _additive(graph, tl.mask, q.dtype)
