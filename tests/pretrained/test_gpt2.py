@@ -84,7 +84,7 @@ def test_planted_bug_non_causal_graph_is_caught(monkeypatch):
     g = from_hf_gpt2(hf)
     assert max_difference(hf, g, ids, mask) <= 1e-4
     monkeypatch.setattr(gpt2, "causal", lambda lengths, device=None: full(lengths, device=device))
-    assert max_difference(hf, g, ids, mask) > 1e-2
+    assert max_difference(hf, g, ids, mask) > 1e-3  # ten times the tolerance: detected
 
 
 def test_planted_bug_padding_left_in_is_caught():
@@ -93,7 +93,7 @@ def test_planted_bug_padding_left_in_is_caught():
     with torch.no_grad():  # padding kept as tokens: the valid rows see the padding's keys
         wrong = g(ids, attention_mask=torch.ones_like(left))
         a = hf(ids, attention_mask=left).logits
-    assert (a - wrong)[left.bool()].abs().max() > 1e-2
+    assert (a - wrong)[left.bool()].abs().max() > 1e-3  # ten times the tolerance: detected
 
 
 def test_bad_inputs_raise_before_computing():
