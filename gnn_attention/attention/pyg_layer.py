@@ -89,6 +89,11 @@ class AttentionMessagePassing(MessagePassing):
                             "keyword (conv(x, edge_index, return_attention_weights=True))")
         if isinstance(edge_index, TokenGraph):
             return self._graph_edges(edge_index, edge_attr, edge_bias)
+        if isinstance(edge_index, Tensor) and edge_index.layout == torch.sparse_coo and \
+                not edge_index.is_coalesced() and (edge_attr is not None or edge_bias is not None):
+            raise ValueError("per-edge tensors given with a sparse adjacency follow its stored "
+                             "order, which coalescing would change: pass adj_t.coalesce() (and "
+                             "the per-edge tensors in its order)")
         ei, size, values = to_edge_index(edge_index)
         kind = "sparse_tensor" if isinstance(edge_index, SparseTensor) else \
             "tensor" if edge_index.layout == torch.strided else "sparse"

@@ -31,7 +31,7 @@ Size = Optional[Tuple[int, int]]
 def is_sparse_adjacency(adj) -> bool:
     """True for a torch.sparse tensor or a ``torch_sparse.SparseTensor`` (an ``adj_t``)."""
     return (isinstance(adj, Tensor) and adj.layout in SPARSE_LAYOUTS) or \
-        (SparseTensor is not None and isinstance(adj, SparseTensor))
+        isinstance(adj, SparseTensor)
 
 
 def to_edge_index(adj) -> Tuple[Tensor, Size, Optional[Tensor]]:
@@ -64,7 +64,7 @@ def to_edge_index(adj) -> Tuple[Tensor, Size, Optional[Tensor]]:
             ccol, dst = adj.ccol_indices(), adj.row_indices()
             src = torch.repeat_interleave(torch.arange(n_src, device=ccol.device), ccol.diff())
         return torch.stack([src, dst]).long(), (int(n_src), int(n_dst)), adj.values()
-    if SparseTensor is not None and isinstance(adj, SparseTensor):
+    if isinstance(adj, SparseTensor):  # a placeholder class when torch_sparse is missing
         dst, src, value = adj.coo()
         n_dst, n_src = adj.sparse_sizes()
         return torch.stack([src, dst]).long(), (int(n_src), int(n_dst)), value

@@ -148,6 +148,9 @@ def test_calling_convention_errors(setup):
         conv(x, torch.cat([ei, ei[:, :2]], dim=1))
     with pytest.raises(ValueError, match="dot-product score"):
         MultiheadAttentionConv(C, H, edge_dim=F, edge_mode="key_value", score="additive")
+    raw = torch.sparse_coo_tensor(ei.flip(0), torch.ones(ei.size(1)), (N, N))  # not coalesced
+    with pytest.raises(ValueError, match="coalesce"):
+        conv(x, raw, edge_bias=torch.randn(ei.size(1), H))
     out, (ei_ret, alpha) = conv(x, ei, return_attention_weights=True)  # keywords keep working
     assert torch.equal(ei_ret, ei) and alpha.shape == (ei.size(1), H)
     assert torch.is_tensor(conv(x, ei, return_attention_weights=False))  # False: output only

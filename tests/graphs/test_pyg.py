@@ -1,0 +1,89 @@
+"""PyG interop helpers: every adjacency form to ``[2, E]``, GAT's self-loop rule, token graphs
+from a PyG ``batch`` vector (checked against per-graph builders and a mini-batch's ``ptr``)."""
+import pytest
+import torch
+from torch_geometric import EdgeIndex
+from torch_geometric.data import Batch, Data
+from torch_geometric.typing import WITH_TORCH_SPARSE, SparseTensor
+from torch_geometric.utils import to_torch_coo_tensor, to_torch_csc_tensor, to_torch_csr_tensor
+
+from gnn_attention import graphs
+from gnn_attention.graphs.pyg import (add_self_loops, batch_lengths, from_batch,
+                                      is_sparse_adjacency, to_edge_index)
+
+N_SRC, N_DST = 7, 5
+
+
+def edges():
+    g = torch.Generator().manual_seed(0)
+    key = torch.randperm(N_SRC * N_DST, generator=g)[:13]
+    return torch.stack([key % N_SRC, key // N_SRC])  # sources < 7, targets < 5, unsorted
+
+
+def as_set(ei):
+    return set(map(tuple, ei.t().tolist()))
+
+
+@pytest.mark.parametrize("to_sparse", [to_torch_coo_tensor, to_torch_csr_tensor,
+                                       to_torch_csc_tensor])
+def test_sparse_adj_t_to_edge_index(to_sparse):
+    ei = edges()
+    adj_t = to_sparse(ei, size=(N_SRC, N_DST)).t()  # [N_dst, N_src]: entry (i, j) = edge j -> i
+    assert is_sparse_adjacency(adj_t) and not is_sparse_adjacency(ei)
+    out, size, values = to_edge_index(adj_t)
+    assert size == (N_SRC, N_DST) and out.dtype == torch.int64
+    assert as_set(out) == as_set(ei) and values.shape == (ei.size(1),)
+
+
+def test_edge_index_forms():
+    ei = edges()
+    out, size, values = to_edge_index(ei)
+    assert out is ei and size is None and values is None
+    out, size, _ = to_edge_index(EdgeIndex(ei, sparse_size=(N_SRC, N_DST)))
+    assert torch.equal(out, ei) and type(out) is torch.Tensor and size == (N_SRC, N_DST)
+    with pytest.raises(TypeError, match="SparseTensor"):
+        to_edge_index([[0], [1]])
+
+
+@pytest.mark.skipif(not WITH_TORCH_SPARSE, reason="torch_sparse not installed")
+def test_sparse_tensor():
+    ei = edges()
+    adj_t = SparseTensor.from_edge_index(ei, sparse_sizes=(N_SRC, N_DST)).t()
+    out, size, _ = to_edge_index(adj_t)
+    assert size == (N_SRC, N_DST) and as_set(out) == as_set(ei)
+
+
+def test_add_self_loops_removes_then_appends():
+    ei = torch.tensor([[0, 2, 1, 3], [1, 2, 0, 2]])  # one loop already (2 -> 2)
+    attr = torch.tensor([[1.0], [5.0], [3.0], [7.0]])
+    out, out_attr = add_self_loops(ei, 4, attr, fill_value="mean")
+    assert out.tolist() == [[0, 1, 3, 0, 1, 2, 3], [1, 0, 2, 0, 1, 2, 3]]
+    # loop features: mean of each node's incoming non-loop features (node 2: only 3 -> 2)
+    assert out_attr.squeeze(1).tolist() == [1.0, 3.0, 7.0, 3.0, 1.0, 7.0, 0.0]
+
+
+def test_from_batch_matches_builders_and_ptr():
+    data = [Data(x=torch.randn(n, 3), num_nodes=n) for n in (3, 5, 2)]
+    batch = Batch.from_data_list(data)
+    for pattern, build in (("full", graphs.full), ("causal", graphs.causal)):
+        g = from_batch(batch.batch, pattern=pattern)
+        ref = build([3, 5, 2])
+        assert torch.equal(g.edge_index, ref.edge_index) and g.batch_size == 3
+        assert torch.equal(from_batch(ptr=batch.ptr, pattern=pattern).edge_index, ref.edge_index)
+    g = from_batch(batch.batch, pattern="window", w=1)
+    assert torch.equal(g.edge_index, graphs.window([3, 5, 2], 1).edge_index)
+    # no edge crosses two graphs of the batch
+    assert torch.equal(batch.batch[g.edge_index[0]], batch.batch[g.edge_index[1]])
+    assert g.device == batch.batch.device
+
+
+def test_batch_errors():
+    assert batch_lengths(torch.tensor([0, 0, 2]), num_graphs=4).tolist() == [2, 0, 1, 0]
+    with pytest.raises(ValueError, match="sorted"):
+        batch_lengths(torch.tensor([0, 1, 0]))
+    with pytest.raises(ValueError, match="exactly one"):
+        batch_lengths()
+    with pytest.raises(ValueError, match="needs w"):
+        from_batch(torch.tensor([0, 0]), pattern="window")
+    with pytest.raises(ValueError, match="pattern"):
+        from_batch(torch.tensor([0, 0]), pattern="ring")
