@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -222,7 +223,7 @@ def figure(out: dict, path: Path) -> None:
         ax.axvline(0.5 if metric == "auc" else out["tasks"][tasks[0]]["chance_top1"], color="k",
                    lw=0.8, ls="--")
     axes[0].invert_yaxis()
-    axes[1].legend(loc="lower right")
+    axes[1].legend(loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -232,6 +233,7 @@ def train_and_evaluate(cfg: dict, workdir: Path) -> dict:
     out = {"config": cfg, "torch": torch.__version__, "threads": torch.get_num_threads(),
            "tasks": {task: study_task(task, cfg, workdir) for task in cfg["tasks"]}}
     out["seconds"] = round(time.time() - start, 1)
+    out["load_average"] = [round(x, 2) for x in os.getloadavg()]
     return out
 
 
