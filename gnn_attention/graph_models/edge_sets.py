@@ -19,7 +19,7 @@ the graph's own (sorted) ``edge_index``, so attributes are aligned with the edge
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -189,15 +189,22 @@ class PairBuckets:
     parts: Tuple[Tuple[int, int, TokenGraph], ...]
 
 
-def pair_buckets(batch: Tensor, max_padding: float = 0.1) -> PairBuckets:
+def pair_buckets(batch: Tensor, max_padding: float = 0.1,
+                 max_pairs: Optional[int] = None) -> PairBuckets:
     r"""Partition the all-pairs edge set into size buckets: a bucket of c graphs with largest size
     m and n nodes in all is attended as one padded ``[c, m]`` block, and buckets are cut so that
     :math:`c m \le (1 + \text{max\_padding}) n`. ``max_padding=0`` groups only graphs of equal size
     (no padding at all); ``float("inf")`` is one bucket (the whole batch padded, as
-    ``to_dense_batch`` does). Preprocessing: one sort of the G sizes and a loop over graphs.
+    ``to_dense_batch`` does). ``max_pairs`` also cuts a bucket before its padded block ``c m^2``
+    exceeds it (a single larger graph still gets its own bucket), which bounds the per-pair memory
+    of one bucket (see ``recompute`` in :func:`~.gps.all_pairs_attention`). Preprocessing: one sort
+    of the G sizes and a loop over graphs.
     """
     if max_padding < 0:
         raise ValueError(f"max_padding must be >= 0, got {max_padding}")
+    if max_pairs is not None and max_pairs < 1:
+        raise ValueError(f"max_pairs must be >= 1, got {max_pairs}")
+    cap = float("inf") if max_pairs is None else max_pairs
     sizes = graph_sizes(batch).cpu()
     order = torch.argsort(sizes, stable=True)
     sorted_sizes = sizes[order]
@@ -208,7 +215,8 @@ def pair_buckets(batch: Tensor, max_padding: float = 0.1) -> PairBuckets:
     inv[perm] = torch.arange(perm.numel())
     cuts, count, total = [0], 0, 0
     for g, m in enumerate(sorted_sizes.tolist()):
-        if count and (count + 1) * m > (1 + max_padding) * (total + m):
+        if count and ((count + 1) * m > (1 + max_padding) * (total + m)
+                      or (count + 1) * m * m > cap):
             cuts.append(g)
             count, total = 0, 0
         count, total = count + 1, total + m

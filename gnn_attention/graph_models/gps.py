@@ -22,6 +22,7 @@ from typing import Any, Dict, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from torch_geometric.nn.resolver import activation_resolver, normalization_resolver
 
 from gnn_attention.attention import MultiheadAttentionConv
@@ -29,16 +30,25 @@ from gnn_attention.graph_models.edge_sets import PairBuckets, pair_buckets
 from gnn_attention.graphs import TokenGraph
 
 
-def all_pairs_attention(attn: MultiheadAttentionConv, x: Tensor, buckets: PairBuckets) -> Tensor:
+def all_pairs_attention(attn: MultiheadAttentionConv, x: Tensor, buckets: PairBuckets,
+                        recompute: bool = False) -> Tensor:
     r"""Self-attention of every node over all nodes of its graph, bucket by bucket:
     ``out_i = W_O \sum_{j \in g(i)} \alpha_{ij} v_j``. Nodes are permuted once into size order, so
     each bucket's queries, keys and values are views (no copy) handed to ``attn.attend``.
+
+    ``recompute=True`` keeps no per-pair tensor of any bucket for the backward pass: each bucket's
+    attention is recomputed there (``torch.utils.checkpoint``, with the same dropout mask, so the
+    gradients are the same), and only one bucket's ``[c, H, m, m]`` weights exist at a time.
 
     **Shapes:** ``x [N, C]`` -> ``[N, C]``.
     """
     xs = x.index_select(0, buckets.perm)
     q, k, v = attn.project(xs, xs, xs)
-    outs = [attn.attend(q[a:b], k[a:b], v[a:b], graph) for a, b, graph in buckets.parts]
+    if recompute and torch.is_grad_enabled():
+        outs = [checkpoint(attn.attend, q[a:b], k[a:b], v[a:b], graph, use_reentrant=False)
+                for a, b, graph in buckets.parts]
+    else:
+        outs = [attn.attend(q[a:b], k[a:b], v[a:b], graph) for a, b, graph in buckets.parts]
     out = torch.cat(outs) if len(outs) != 1 else outs[0]
     return attn.merge_heads(out).index_select(0, buckets.inv)
 
@@ -54,7 +64,9 @@ class GPSLayer(nn.Module):
     ``dropout`` (on the branch outputs and in the MLP), ``act``/``act_kwargs``, ``norm``/
     ``norm_kwargs`` (resolved by PyG, so ``"batch_norm"``, ``"layer_norm"``, ``"graph_norm"``...
     behave as there); ``attn_dropout`` is ``nn.MultiheadAttention``'s dropout (GPSConv's
-    ``attn_kwargs={"dropout": p}``); ``max_padding`` is :func:`pair_buckets`' bound.
+    ``attn_kwargs={"dropout": p}``); ``max_padding`` and ``max_pairs`` bound the buckets
+    (:func:`pair_buckets`); ``recompute`` trades time for memory in the global branch
+    (:func:`all_pairs_attention`).
 
     **Shapes:** ``x [N, C]``, ``edge_index [2, E]``, ``batch [N]`` (None: one graph) -> ``[N, C]``;
     ``attn_graph`` a :class:`TokenGraph` over the N nodes with ``edge_bias [E_attn, H]``.
@@ -63,10 +75,11 @@ class GPSLayer(nn.Module):
     def __init__(self, channels: int, conv: Optional[nn.Module], heads: int = 1,
                  dropout: float = 0.0, act: str = "relu", act_kwargs: Optional[Dict[str, Any]] = None,
                  norm: Optional[str] = "batch_norm", norm_kwargs: Optional[Dict[str, Any]] = None,
-                 attn_dropout: float = 0.0, max_padding: float = 0.1):
+                 attn_dropout: float = 0.0, max_padding: float = 0.1,
+                 max_pairs: Optional[int] = None, recompute: bool = False):
         super().__init__()
         self.channels, self.conv, self.heads, self.dropout = channels, conv, heads, dropout
-        self.max_padding = max_padding
+        self.max_padding, self.max_pairs, self.recompute = max_padding, max_pairs, recompute
         self.attn = MultiheadAttentionConv(channels, heads, dropout=attn_dropout)
         self.mlp = nn.Sequential(nn.Linear(channels, 2 * channels),
                                  activation_resolver(act, **(act_kwargs or {})), nn.Dropout(dropout),
@@ -110,21 +123,23 @@ class GPSLayer(nn.Module):
         else:
             if edge_bias is not None:
                 raise ValueError("edge_bias needs the attn_graph its edges belong to")
-            h = all_pairs_attention(self.attn, x, buckets or pair_buckets(batch, self.max_padding))
+            buckets = buckets or pair_buckets(batch, self.max_padding, self.max_pairs)
+            h = all_pairs_attention(self.attn, x, buckets, self.recompute)
         h = F.dropout(h, p=self.dropout, training=self.training)
         hs.append(self._norm(self.norm2, h + x, batch))
         out = sum(hs)
         return self._norm(self.norm3, out + self.mlp(out), batch)
 
     @classmethod
-    def from_pyg(cls, gps, max_padding: float = 0.1) -> "GPSLayer":
+    def from_pyg(cls, gps, **kwargs) -> "GPSLayer":
         """A layer computing what ``gps`` (a ``torch_geometric.nn.GPSConv``) computes, with copies
-        of its local conv, attention weights, MLP and norms."""
+        of its local conv, attention weights, MLP and norms; ``kwargs``: ``max_padding``,
+        ``max_pairs``, ``recompute``."""
         if not isinstance(gps.attn, nn.MultiheadAttention):
             raise ValueError(f"only attn_type='multihead' has an edge program here, got "
                              f"{gps.attn_type!r}")
         layer = cls(gps.channels, None, heads=gps.heads, dropout=gps.dropout, norm=None,
-                    attn_dropout=gps.attn.dropout, max_padding=max_padding)
+                    attn_dropout=gps.attn.dropout, **kwargs)
         layer.conv = copy.deepcopy(gps.conv)
         layer.attn.load_state_dict(gps.attn.state_dict())
         layer.mlp = copy.deepcopy(gps.mlp)

@@ -103,3 +103,31 @@ def test_bias_without_graph_raises():
     x, ei, batch = ragged_batch()
     with pytest.raises(ValueError, match="attn_graph"):
         GPSLayer(C, None, heads=H)(x, ei, batch, edge_bias=torch.zeros(3, H))
+
+
+def test_max_pairs_caps_buckets():
+    batch = torch.repeat_interleave(torch.arange(5), torch.tensor([10, 10, 10, 20, 20]))
+    parts = pair_buckets(batch, float("inf"), max_pairs=250).parts
+    assert [g.dst_lengths.tolist() for _, _, g in parts] == [[10, 10], [10], [20], [20]]
+    with pytest.raises(ValueError):
+        pair_buckets(batch, 0.1, max_pairs=0)
+
+
+def test_recompute_gives_the_same_outputs_and_gradients_with_dropout():
+    x, ei, batch = ragged_batch(seed=4)
+    torch.manual_seed(0)
+    plain = GPSLayer(C, None, heads=H, attn_dropout=0.5, max_pairs=60).train()
+    again = GPSLayer(C, None, heads=H, attn_dropout=0.5, max_pairs=60, recompute=True).train()
+    again.load_state_dict(plain.state_dict())
+    grads, outs = [], []
+    for layer in (plain, again):
+        xi = x.clone().requires_grad_()
+        torch.manual_seed(1)  # the same dropout masks
+        out = layer(xi, ei, batch)
+        out.square().sum().backward()
+        outs.append(out)
+        grads.append([xi.grad] + [p.grad for p in layer.parameters()])
+    assert torch.equal(outs[0], outs[1])
+    for a, b in zip(*grads):
+        assert (a is None) == (b is None)
+        assert a is None or (a - b).abs().max() <= 1e-5
