@@ -12,5 +12,9 @@ May import :mod:`gnn_attention.graphs`, :mod:`gnn_attention.attention` and
 :mod:`gnn_attention.models`, nothing above them.
 """
 from gnn_attention.graph_models import edge_sets, encodings
+from gnn_attention.graph_models.exphormer import ExphormerLayer, exphormer_inputs
+from gnn_attention.graph_models.gps import GPSLayer, all_pairs_attention
+from gnn_attention.graph_models.graphormer import GraphormerLayer, graphormer_inputs
 
-__all__ = ["edge_sets", "encodings"]
+__all__ = ["ExphormerLayer", "GPSLayer", "GraphormerLayer", "all_pairs_attention", "edge_sets",
+           "encodings", "exphormer_inputs", "graphormer_inputs"]

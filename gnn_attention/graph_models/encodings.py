@@ -12,6 +12,7 @@ block-padded Laplacians. Edges never cross graphs, so block structure is kept by
 """
 from __future__ import annotations
 
+import warnings
 from typing import Tuple
 
 import torch
@@ -28,7 +29,16 @@ def _adjacency(edge_index: Tensor, num_nodes: int, values: Tensor | None = None)
     """Sparse ``[N, N]`` with ``A[j, i] = 1`` (or ``values``) for each edge j -> i, coalesced."""
     if values is None:
         values = torch.ones(edge_index.size(1), device=edge_index.device)
-    return torch.sparse_coo_tensor(edge_index, values, (num_nodes, num_nodes)).coalesce()
+    return torch.sparse_coo_tensor(edge_index, values, (num_nodes, num_nodes),
+                                   check_invariants=False).coalesce()  # indices checked once above
+
+
+def _sparse_mm(a: Tensor, b: Tensor) -> Tensor:
+    """Sparse @ sparse, coalesced. torch runs it through CSR and warns that CSR is beta at every
+    first call; the product is what is documented, so that warning is not the caller's concern."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse.mm(a, b).coalesce()
 
 
 def _check_edges(edge_index: Tensor, num_nodes: int) -> None:
@@ -60,7 +70,7 @@ def reachable_pairs(edge_index: Tensor, num_nodes: int, max_distance: int) -> Tu
     frontier = _adjacency(torch.stack([nodes, nodes]), n)
     visited = keys[0]  # sorted: node * (n + 1)
     for d in range(1, max_distance + 1):
-        step = torch.sparse.mm(frontier, adj).coalesce().indices()
+        step = _sparse_mm(frontier, adj).indices()
         key = step[0] * n + step[1]  # coalesced: sorted and unique
         new = ~torch.isin(key, visited, assume_unique=True)
         key, step = key[new], step[:, new]
@@ -126,7 +136,7 @@ def random_walk_encoding(edge_index: Tensor, num_nodes: int, steps: int) -> Tens
         cols.append(torch.zeros(num_nodes, device=val.device, dtype=val.dtype)
                     .index_add_(0, idx[0][on_diag], val[on_diag]))
         if k + 1 < steps:
-            power = torch.sparse.mm(power, p).coalesce()
+            power = _sparse_mm(power, p)
     return torch.stack(cols, dim=1)
 
 
