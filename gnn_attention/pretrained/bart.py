@@ -18,14 +18,19 @@ embedding norm. Layers are post-norm: ``h = LN(h + Attn(h))``, then ``h = LN(h +
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
 from gnn_attention.graphs import causal, cross, full
-from gnn_attention.pretrained.blocks import GraphAttention, activation, check_batch, check_vocab, \
-    lengths_of, special_tokens
+from gnn_attention.pretrained.blocks import (
+    GraphAttention,
+    activation,
+    check_batch,
+    check_vocab,
+    lengths_of,
+    special_tokens,
+)
 from gnn_attention.pretrained.generation import Cache, extend, generate, step_graph
 
 
@@ -49,18 +54,20 @@ class BartConfig:
     layernorm_embedding: bool = True
     eps: float = 1e-5
     decoder_start_token_id: int = 2
-    eos_token_id: Optional[int] = 2
-    pad_token_id: Optional[int] = 1
+    eos_token_id: int | None = 2
+    pad_token_id: int | None = 1
 
     @classmethod
-    def from_hf(cls, cfg, **overrides) -> "BartConfig":
-        return cls(**{**dict(
-            vocab_size=cfg.vocab_size, d_model=cfg.d_model, encoder_layers=cfg.encoder_layers,
-            decoder_layers=cfg.decoder_layers, encoder_heads=cfg.encoder_attention_heads,
-            decoder_heads=cfg.decoder_attention_heads, encoder_ffn=cfg.encoder_ffn_dim,
-            decoder_ffn=cfg.decoder_ffn_dim, max_positions=cfg.max_position_embeddings,
-            activation=cfg.activation_function, scale_embedding=bool(cfg.scale_embedding),
-            ), **overrides})
+    def from_hf(cls, cfg, **overrides) -> BartConfig:
+        fields = {"vocab_size": cfg.vocab_size, "d_model": cfg.d_model,
+                  "encoder_layers": cfg.encoder_layers, "decoder_layers": cfg.decoder_layers,
+                  "encoder_heads": cfg.encoder_attention_heads,
+                  "decoder_heads": cfg.decoder_attention_heads,
+                  "encoder_ffn": cfg.encoder_ffn_dim, "decoder_ffn": cfg.decoder_ffn_dim,
+                  "max_positions": cfg.max_position_embeddings,
+                  "activation": cfg.activation_function,
+                  "scale_embedding": bool(cfg.scale_embedding)}
+        return cls(**{**fields, **overrides})
 
 
 class EncoderLayer(nn.Module):
@@ -112,7 +119,7 @@ class DecoderLayer(EncoderLayer):
 class Embedding(nn.Module):
     """Token embedding (scaled by sqrt(C) if asked) plus the position table at ``p + offset``."""
 
-    def __init__(self, c: BartConfig, table: Optional[Tensor]):
+    def __init__(self, c: BartConfig, table: Tensor | None):
         super().__init__()
         self.tokens = nn.Embedding(c.vocab_size, c.d_model)
         rows = c.max_positions + c.position_offset
@@ -145,7 +152,7 @@ class BartGraph(nn.Module):
     decoder_attention_mask [B, T]`` -> logits ``[B, T, V]`` (zeros at padded targets).
     """
 
-    def __init__(self, config: BartConfig, table: Optional[Tensor] = None):
+    def __init__(self, config: BartConfig, table: Tensor | None = None):
         super().__init__()
         c = self.config = config
         self.encoder_embed, self.decoder_embed = Embedding(c, table), Embedding(c, table)
@@ -156,7 +163,7 @@ class BartGraph(nn.Module):
         self.register_buffer("final_logits_bias", torch.zeros(c.vocab_size))
         self.eos_token_id, self.pad_token_id = c.eos_token_id, c.pad_token_id
 
-    def encode(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None):
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None):
         """Memory nodes ``[N_src, C]`` and the source lengths ``[B]``."""
         ids, mask = check_batch(input_ids, attention_mask)
         check_vocab(ids, self.config.vocab_size)
@@ -166,7 +173,7 @@ class BartGraph(nn.Module):
             h = layer(h, graph)
         return h, lengths
 
-    def _decode(self, h: Tensor, graph, cross_graph, memory, cache: Optional[Cache]):
+    def _decode(self, h: Tensor, graph, cross_graph, memory, cache: Cache | None):
         keys, values = [], []
         for i, layer in enumerate(self.decoder):
             h, k, v = layer(h, graph, cross_graph, memory[i],
@@ -174,9 +181,9 @@ class BartGraph(nn.Module):
             keys.append(k), values.append(v)
         return self.lm_head(h) + self.final_logits_bias, tuple(keys), tuple(values)
 
-    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
-                decoder_input_ids: Optional[Tensor] = None,
-                decoder_attention_mask: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                decoder_input_ids: Tensor | None = None,
+                decoder_attention_mask: Tensor | None = None) -> Tensor:
         if decoder_input_ids is None:
             raise ValueError("decoder_input_ids are required (the targets, shifted right)")
         mem, src_len = self.encode(input_ids, attention_mask)
@@ -196,7 +203,7 @@ class BartGraph(nn.Module):
 
     # -- incremental decoding -------------------------------------------------------------------
 
-    def prefill(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None):
+    def prefill(self, input_ids: Tensor, attention_mask: Tensor | None = None):
         """Encode once, cache the memory keys/values, decode the start token."""
         mem, src_len = self.encode(input_ids, attention_mask)
         memory = [layer.memory(mem) for layer in self.decoder]
@@ -220,7 +227,7 @@ class BartGraph(nn.Module):
         return logits, Cache(keys, values, cache.lengths + 1, cache.memory_keys,
                              cache.memory_values, cache.memory_lengths)
 
-    def generate(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
+    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                  max_new_tokens: int = 20, num_beams: int = 1, **kwargs) -> Tensor:
         """Decoder ids (start token first), as ``transformers``' ``generate(do_sample=False)``.
 
@@ -259,8 +266,8 @@ def bart_state_dict(hf_state: dict, config: BartConfig) -> dict:
     return out
 
 
-def from_hf_bart(hf_model, config: Optional[BartConfig] = None,
-                 table: Optional[Tensor] = None) -> BartGraph:
+def from_hf_bart(hf_model, config: BartConfig | None = None,
+                 table: Tensor | None = None) -> BartGraph:
     """A :class:`BartGraph` with a copy of a ``BartForConditionalGeneration``'s weights (eval)."""
     config = config or BartConfig.from_hf(hf_model.config, **special_tokens(hf_model))
     model = BartGraph(config, table)

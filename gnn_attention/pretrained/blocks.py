@@ -17,7 +17,6 @@ the end of every block (:func:`grow`); beam search re-selects whole blocks (:fun
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +26,7 @@ from gnn_attention.attention.functional import graph_attention
 from gnn_attention.graphs import TokenGraph
 
 
-def check_batch(input_ids: Tensor, attention_mask: Optional[Tensor], name: str = "input_ids"):
+def check_batch(input_ids: Tensor, attention_mask: Tensor | None, name: str = "input_ids"):
     """``(ids [B, T], mask [B, T] bool)``, the mask defaulting to all tokens; clear errors first."""
     if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
         raise ValueError(f"{name} must be a [B, T] tensor of token ids")
@@ -105,7 +104,7 @@ class GraphAttention(nn.Module):
     """
 
     def __init__(self, width: int, heads: int, head_dim: int, bias: bool = True,
-                 scale: Optional[float] = None):
+                 scale: float | None = None):
         super().__init__()
         inner = heads * head_dim
         self.heads, self.head_dim = heads, head_dim
@@ -118,13 +117,13 @@ class GraphAttention(nn.Module):
         return proj(x).reshape(-1, self.heads, self.head_dim)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, graph: TokenGraph,
-               edge_bias: Optional[Tensor] = None) -> Tensor:
+               edge_bias: Tensor | None = None) -> Tensor:
         """Attention of projected heads then the output projection: ``-> [N_dst, C]``."""
         out = graph_attention(q, k, v, graph, edge_bias=edge_bias, scale=self.scale)
         return self.o(out.reshape(q.size(0), -1))
 
     def forward(self, x_src: Tensor, x_dst: Tensor, graph: TokenGraph,
-                edge_bias: Optional[Tensor] = None) -> Tensor:
+                edge_bias: Tensor | None = None) -> Tensor:
         q = self.heads_of(self.q, x_dst)
         return self.attend(q, self.heads_of(self.k, x_src), self.heads_of(self.v, x_src), graph,
                            edge_bias)

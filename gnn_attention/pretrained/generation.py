@@ -23,7 +23,6 @@ continue; the search stops when no running beam can beat the worst finished one
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -50,20 +49,20 @@ class Cache:
     lengths: Tensor
     memory_keys: tuple = ()
     memory_values: tuple = ()
-    memory_lengths: Optional[Tensor] = None
+    memory_lengths: Tensor | None = None
 
     def past(self, layer: int):
         """``(keys, values, lengths)`` of one layer, the form a block's ``past`` takes."""
         return self.keys[layer], self.values[layer], self.lengths
 
-    def select(self, index: Tensor) -> "Cache":
+    def select(self, index: Tensor) -> Cache:
         """The cache of sequences ``index`` (beam search: each beam takes its parent's)."""
-        pick = lambda ts, n: tuple(select(t, n, index) for t in ts)  # noqa: E731
+        pick = lambda ts, n: tuple(select(t, n, index) for t in ts)
         mem = {}
         if self.memory_lengths is not None:
-            mem = dict(memory_keys=pick(self.memory_keys, self.memory_lengths),
-                       memory_values=pick(self.memory_values, self.memory_lengths),
-                       memory_lengths=self.memory_lengths[index.cpu()])
+            mem = {"memory_keys": pick(self.memory_keys, self.memory_lengths),
+                       "memory_values": pick(self.memory_values, self.memory_lengths),
+                       "memory_lengths": self.memory_lengths[index.cpu()]}
         return replace(self, keys=pick(self.keys, self.lengths),
                        values=pick(self.values, self.lengths), lengths=self.lengths[index.cpu()],
                        **mem)
@@ -92,7 +91,7 @@ def _check(max_new_tokens: int, num_beams: int) -> None:
 
 
 @torch.no_grad()
-def generate(model, input_ids: Tensor, prefix: Tensor, attention_mask: Optional[Tensor] = None,
+def generate(model, input_ids: Tensor, prefix: Tensor, attention_mask: Tensor | None = None,
              max_new_tokens: int = 20, num_beams: int = 1, length_penalty: float = 1.0) -> Tensor:
     """Greedy (``num_beams=1``) or beam search decoding of ``model`` after ``prefix``.
 

@@ -18,7 +18,6 @@ layout when copied, and the fused ``c_attn`` is split into q, k, v.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -47,11 +46,11 @@ class GPT2Config:
     d_ff: int                   # n_inner (default 4 C)
     eps: float = 1e-5           # layer_norm_epsilon
     activation: str = "gelu_new"
-    eos_token_id: Optional[int] = None
-    pad_token_id: Optional[int] = None
+    eos_token_id: int | None = None
+    pad_token_id: int | None = None
 
     @classmethod
-    def from_hf(cls, cfg, tokens: dict) -> "GPT2Config":
+    def from_hf(cls, cfg, tokens: dict) -> GPT2Config:
         if getattr(cfg, "scale_attn_by_inverse_layer_idx", False) or \
                 getattr(cfg, "reorder_and_upcast_attn", False) or not cfg.scale_attn_weights:
             raise ValueError("only GPT-2's default score scaling 1/sqrt(D) is supported")
@@ -102,7 +101,7 @@ class GPT2Graph(nn.Module):
         self.ln_f = nn.LayerNorm(c.d_model, c.eps)
         self.eos_token_id, self.pad_token_id = c.eos_token_id, c.pad_token_id
 
-    def _run(self, ids: Tensor, positions: Tensor, graph, cache: Optional[Cache] = None):
+    def _run(self, ids: Tensor, positions: Tensor, graph, cache: Cache | None = None):
         """Nodes ``ids [N]`` at ``positions [N]`` -> logits ``[N, V]`` and per-layer keys/values."""
         if positions.numel() and int(positions.max()) >= self.config.max_positions:
             raise ValueError(f"position {int(positions.max())} exceeds the model's "
@@ -113,8 +112,8 @@ class GPT2Graph(nn.Module):
             keys.append(k), values.append(v)
         return self.ln_f(h) @ self.wte.weight.T, tuple(keys), tuple(values)
 
-    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
-                position_ids: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                position_ids: Tensor | None = None) -> Tensor:
         ids, mask = check_batch(input_ids, attention_mask)
         check_vocab(ids, self.config.vocab_size)
         B, T = ids.shape
@@ -130,7 +129,7 @@ class GPT2Graph(nn.Module):
 
     # -- incremental decoding -------------------------------------------------------------------
 
-    def prefill(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None):
+    def prefill(self, input_ids: Tensor, attention_mask: Tensor | None = None):
         """The prompt's cache and the logits of its last valid token (positions 0..T_b-1, as
         ``generate`` numbers them). **Shapes:** ``[B, T]`` -> ``([B, V], Cache)``."""
         ids, mask = check_batch(input_ids, attention_mask)
@@ -149,7 +148,7 @@ class GPT2Graph(nn.Module):
         logits, keys, values = self._run(tokens, cache.lengths.to(tokens.device), graph, cache)
         return logits, Cache(keys, values, cache.lengths + 1)
 
-    def generate(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
+    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                  max_new_tokens: int = 20, num_beams: int = 1, **kwargs) -> Tensor:
         """The prompt followed by the decoded tokens, as ``transformers``' ``generate`` with
         ``do_sample=False`` (left-pad prompts: the new tokens follow the last column).

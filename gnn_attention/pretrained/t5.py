@@ -20,15 +20,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
 from gnn_attention.graphs import causal, cross, full, node_positions
 from gnn_attention.pretrained.bart import columns
-from gnn_attention.pretrained.blocks import GraphAttention, RMSNorm, activation, check_batch, \
-    check_vocab, lengths_of, special_tokens
+from gnn_attention.pretrained.blocks import (
+    GraphAttention,
+    RMSNorm,
+    activation,
+    check_batch,
+    check_vocab,
+    lengths_of,
+    special_tokens,
+)
 from gnn_attention.pretrained.generation import Cache, extend, generate, step_graph
 
 
@@ -50,11 +56,11 @@ class T5Config:
     eps: float = 1e-6
     scale_decoder_outputs: bool = True
     decoder_start_token_id: int = 0
-    eos_token_id: Optional[int] = 1
-    pad_token_id: Optional[int] = 0
+    eos_token_id: int | None = 1
+    pad_token_id: int | None = 0
 
     @classmethod
-    def from_hf(cls, cfg, tokens: dict) -> "T5Config":
+    def from_hf(cls, cfg, tokens: dict) -> T5Config:
         scale = getattr(cfg, "scale_decoder_outputs", getattr(cfg, "tie_word_embeddings", True))
         return cls(cfg.vocab_size, cfg.d_model, cfg.d_kv, cfg.d_ff, cfg.num_layers,
                    cfg.num_decoder_layers, cfg.num_heads, cfg.relative_attention_num_buckets,
@@ -115,7 +121,7 @@ class T5Block(nn.Module):
 
     def __init__(self, c: T5Config, decoder: bool):
         super().__init__()
-        att = lambda: GraphAttention(c.d_model, c.num_heads, c.d_kv, bias=False, scale=1.0)  # noqa
+        att = lambda: GraphAttention(c.d_model, c.num_heads, c.d_kv, bias=False, scale=1.0)
         self.self_attn, self.norm_self = att(), RMSNorm(c.d_model, c.eps)
         self.cross_attn, self.norm_cross = (att(), RMSNorm(c.d_model, c.eps)) if decoder else \
             (None, None)
@@ -154,7 +160,7 @@ class T5Graph(nn.Module):
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self.eos_token_id, self.pad_token_id = c.eos_token_id, c.pad_token_id
 
-    def encode(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None):
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None):
         """Memory nodes ``[N_src, C]`` and source lengths ``[B]``."""
         ids, mask = check_batch(input_ids, attention_mask)
         check_vocab(ids, self.config.vocab_size)
@@ -166,7 +172,7 @@ class T5Graph(nn.Module):
             h = block(h, graph, bias)[0]
         return self.encoder_norm(h), lengths
 
-    def _decode(self, h, graph, bias, cross_graph, memory, cache: Optional[Cache]):
+    def _decode(self, h, graph, bias, cross_graph, memory, cache: Cache | None):
         keys, values = [], []
         for i, block in enumerate(self.decoder):
             h, k, v = block(h, graph, bias, cross_graph, memory[i],
@@ -177,9 +183,9 @@ class T5Graph(nn.Module):
             h = h * self.config.d_model ** -0.5
         return self.lm_head(h), tuple(keys), tuple(values)
 
-    def forward(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
-                decoder_input_ids: Optional[Tensor] = None,
-                decoder_attention_mask: Optional[Tensor] = None) -> Tensor:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                decoder_input_ids: Tensor | None = None,
+                decoder_attention_mask: Tensor | None = None) -> Tensor:
         if decoder_input_ids is None:
             raise ValueError("decoder_input_ids are required (the targets, shifted right)")
         mem, src_len = self.encode(input_ids, attention_mask)
@@ -199,7 +205,7 @@ class T5Graph(nn.Module):
 
     # -- incremental decoding -------------------------------------------------------------------
 
-    def prefill(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None):
+    def prefill(self, input_ids: Tensor, attention_mask: Tensor | None = None):
         """Encode once, cache the memory keys/values, decode the start token."""
         mem, src_len = self.encode(input_ids, attention_mask)
         memory = [block.memory(mem) for block in self.decoder]
@@ -224,7 +230,7 @@ class T5Graph(nn.Module):
         return logits, Cache(keys, values, cache.lengths + 1, cache.memory_keys,
                              cache.memory_values, cache.memory_lengths)
 
-    def generate(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
+    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                  max_new_tokens: int = 20, num_beams: int = 1, **kwargs) -> Tensor:
         """Decoder ids (start token first), as ``transformers``' ``generate(do_sample=False)``.
 

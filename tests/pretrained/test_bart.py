@@ -7,10 +7,10 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from gnn_attention.graphs import full  # noqa: E402
-from gnn_attention.pretrained import bart, max_difference  # noqa: E402
-from gnn_attention.pretrained.bart import BartGraph, from_hf_bart  # noqa: E402
-from gnn_attention.pretrained.hf import from_transformers  # noqa: E402
+from gnn_attention.graphs import full
+from gnn_attention.pretrained import bart, max_difference
+from gnn_attention.pretrained.bart import BartGraph, from_hf_bart
+from gnn_attention.pretrained.hf import from_transformers
 
 V = 101
 TOL = {torch.float32: 1e-4, torch.float64: 1e-9}
@@ -35,7 +35,7 @@ def seq2seq_batch(B=3, S=7, T=5, seed=1):
     ids, dec = torch.randint(3, V, (B, S), generator=g), torch.randint(3, V, (B, T), generator=g)
     mask, dmask = torch.ones(B, S, dtype=torch.long), torch.ones(B, T, dtype=torch.long)
     mask[1, 5:], mask[2, 2:], dmask[0, 3:], dmask[2, 1:] = 0, 0, 0, 0
-    return ids, mask, dict(decoder_input_ids=dec, decoder_attention_mask=dmask)
+    return ids, mask, {"decoder_input_ids": dec, "decoder_attention_mask": dmask}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -6,10 +6,10 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from gnn_attention.graphs import full  # noqa: E402
-from gnn_attention.pretrained import gpt2, max_difference  # noqa: E402
-from gnn_attention.pretrained.gpt2 import GPT2Graph, from_hf_gpt2  # noqa: E402
-from gnn_attention.pretrained.hf import from_transformers  # noqa: E402
+from gnn_attention.graphs import full
+from gnn_attention.pretrained import gpt2, max_difference
+from gnn_attention.pretrained.gpt2 import GPT2Graph, from_hf_gpt2
+from gnn_attention.pretrained.hf import from_transformers
 
 V, EOS = 101, 7
 TOL = {torch.float32: 1e-4, torch.float64: 1e-9}

@@ -5,12 +5,12 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from gnn_attention.graphs import incremental_causal  # noqa: E402
-from gnn_attention.models import EncoderOnlyModel  # noqa: E402
-from gnn_attention.pretrained import from_pretrained, from_transformers, max_difference  # noqa
-from gnn_attention.pretrained.blocks import RMSNorm, grow, select  # noqa: E402
-from gnn_attention.pretrained.generation import Cache, step_graph  # noqa: E402
-from gnn_attention.pretrained.hf import FAMILIES  # noqa: E402
+from gnn_attention.graphs import incremental_causal
+from gnn_attention.models import EncoderOnlyModel
+from gnn_attention.pretrained import from_pretrained, from_transformers, max_difference
+from gnn_attention.pretrained.blocks import RMSNorm, grow, select
+from gnn_attention.pretrained.generation import Cache, step_graph
+from gnn_attention.pretrained.hf import FAMILIES
 
 V = 101
 

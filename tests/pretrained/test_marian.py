@@ -5,9 +5,9 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from gnn_attention.pretrained import max_difference  # noqa: E402
-from gnn_attention.pretrained.hf import from_transformers  # noqa: E402
-from gnn_attention.pretrained.marian import from_hf_marian, sinusoidal_table  # noqa: E402
+from gnn_attention.pretrained import max_difference
+from gnn_attention.pretrained.hf import from_transformers
+from gnn_attention.pretrained.marian import from_hf_marian, sinusoidal_table
 
 V = 101
 TOL = {torch.float32: 1e-4, torch.float64: 1e-9}
@@ -35,7 +35,7 @@ def seq2seq_batch(B=3, S=7, T=5, seed=1):
                                                                            generator=g)
     mask, dmask = torch.ones(B, S, dtype=torch.long), torch.ones(B, T, dtype=torch.long)
     mask[1, 5:], mask[2, 2:], dmask[0, 3:] = 0, 0, 0
-    return ids, mask, dict(decoder_input_ids=dec, decoder_attention_mask=dmask)
+    return ids, mask, {"decoder_input_ids": dec, "decoder_attention_mask": dmask}
 
 
 @pytest.mark.parametrize("C", [34, 11])

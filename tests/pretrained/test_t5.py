@@ -6,10 +6,10 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from gnn_attention.graphs import full  # noqa: E402
-from gnn_attention.pretrained import max_difference, t5  # noqa: E402
-from gnn_attention.pretrained.hf import from_transformers  # noqa: E402
-from gnn_attention.pretrained.t5 import T5Graph, from_hf_t5, relative_buckets  # noqa: E402
+from gnn_attention.graphs import full
+from gnn_attention.pretrained import max_difference, t5
+from gnn_attention.pretrained.hf import from_transformers
+from gnn_attention.pretrained.t5 import T5Graph, from_hf_t5, relative_buckets
 
 V = 101
 TOL = {torch.float32: 1e-4, torch.float64: 1e-9}
@@ -35,7 +35,7 @@ def seq2seq_batch(B=3, S=23, T=19, seed=1):
     ids, dec = torch.randint(2, V, (B, S), generator=g), torch.randint(2, V, (B, T), generator=g)
     mask, dmask = torch.ones(B, S, dtype=torch.long), torch.ones(B, T, dtype=torch.long)
     mask[1, 13:], mask[2, 2:], dmask[0, 3:], dmask[2, 11:] = 0, 0, 0, 0
-    return ids, mask, dict(decoder_input_ids=dec, decoder_attention_mask=dmask)
+    return ids, mask, {"decoder_input_ids": dec, "decoder_attention_mask": dmask}
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
