@@ -20,12 +20,15 @@ Backward (the softmax rule with delta_i = sum_j alpha_ij dalpha_ij):
 
 Only ``[H E]`` scalars and ``[H N, D]`` node tensors are ever allocated (never ``[E, H, D]``), and
 the sparse products run in PyTorch's CPU/GPU sparse kernels. The transposed structure (edges sorted
-by source) is precomputed once per graph and head count and cached on the graph.
+by source) is precomputed once per graph and head count and cached on the graph. Forward, backward
+and the structure build are ``torch.library`` custom ops with fake (shape-only) implementations and
+a registered autograd formula, so ``torch.compile(fullgraph=True)`` traces through the kernel.
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -43,7 +46,7 @@ class Structure:
     ``row [H E]``: the target row of each entry; ``crow_t [H N_src + 1]``, ``col_t [H E]``, ``perm_t
     [H E]``: A^T in CSR form and, for each of its entries, the position of the same edge in A;
     ``order [E]`` / ``inv [E]`` (None when the graph is already sorted): the user edge at each CSR
-    position / the CSR position of each user edge.
+    position / the CSR position of each user edge. The sizes follow from the shapes and H.
     """
 
     crow: Tensor
@@ -55,9 +58,23 @@ class Structure:
     order: Tensor | None
     inv: Tensor | None
     H: int
-    n_dst: int
-    n_src: int
-    E: int
+
+    @property
+    def n_dst(self) -> int:
+        return (self.crow.numel() - 1) // self.H
+
+    @property
+    def n_src(self) -> int:
+        return (self.crow_t.numel() - 1) // self.H
+
+    @property
+    def E(self) -> int:
+        return self.col.numel() // self.H
+
+    @property
+    def tensors(self) -> tuple:
+        """The six CSR index tensors, in the order the custom ops take them."""
+        return self.crow, self.col, self.row, self.crow_t, self.col_t, self.perm_t
 
     def matrix(self, values: Tensor, transpose: bool = False) -> Tensor:
         """A (or A^T) with the given ``[H E]`` values (in A's, resp. A^T's, entry order)."""
@@ -74,6 +91,11 @@ class Structure:
 
 def _ptr(counts: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(counts)])
+
+
+def _index_dtype(n_dst: int, n_src: int, E: int, H: int) -> torch.dtype:
+    """int32 CSR indices (half the structure's memory) whenever every index fits."""
+    return torch.int32 if max(H * E, H * n_dst, H * n_src) < 2**31 - 1 else torch.int64
 
 
 def build(edge_index: Tensor, n_dst: int, n_src: int, H: int, is_sorted: bool) -> Structure:
@@ -102,20 +124,46 @@ def build(edge_index: Tensor, n_dst: int, n_src: int, H: int, is_sorted: bool) -
     crow_t1 = _ptr(np.bincount(src, minlength=n_src))
     crow_t = np.concatenate([(crow_t1[:-1].reshape(1, -1) + E * heads).ravel(), [H * E]])
     col_t = row[perm_t]
-    small = max(H * E, H * n_dst, H * n_src) < 2**31 - 1
-    idx = np.int32 if small else np.int64  # int32 CSR indices halve the structure's memory
+    idx = _index_dtype(n_dst, n_src, E, H)
 
-    def t(a, dtype=np.int64):
-        return None if a is None else torch.from_numpy(a.astype(dtype)).to(edge_index.device)
+    def t(a, dtype=torch.int64):
+        return None if a is None else torch.from_numpy(a).to(edge_index.device, dtype)
     return Structure(t(crow, idx), t(col, idx), t(row), t(crow_t, idx), t(col_t, idx), t(perm_t),
-                     t(order), t(inv), H, n_dst, n_src, E)
+                     t(order), t(inv), H)
+
+
+# The CSR kernel as torch.library custom ops: torch.compile sees three opaque operators with
+# shape-only fake implementations, and never traces into numpy or sparse tensors.
+
+
+@torch.library.custom_op("gnn_attention::csr_structure", mutates_args=())
+def _structure_op(edge_index: Tensor, n_dst: int, n_src: int, H: int,
+                  is_sorted: bool) -> List[Tensor]:
+    st = build(edge_index, n_dst, n_src, H, is_sorted)
+    empty = edge_index.new_zeros(0)
+    return list(st.tensors) + \
+        [empty if st.order is None else st.order, empty if st.inv is None else st.inv]
+
+
+@_structure_op.register_fake
+def _(edge_index, n_dst, n_src, H, is_sorted):
+    E = edge_index.size(1)
+    idx = _index_dtype(n_dst, n_src, E, H)
+    new = lambda n, dtype=torch.int64: edge_index.new_empty(n, dtype=dtype)  # noqa: E731
+    m = 0 if is_sorted else E
+    return [new(H * n_dst + 1, idx), new(H * E, idx), new(H * E), new(H * n_src + 1, idx),
+            new(H * E, idx), new(H * E), new(m), new(m)]
 
 
 def structure(graph, edge_index: Tensor, n_dst: int, n_src: int, H: int) -> Structure:
-    """``build`` memoised on a TokenGraph (its edges are already sorted by (target, source))."""
-    is_graph = isinstance(graph, TokenGraph)
-    return cached(graph, ("csr", H),
-                  lambda: build(edge_index, n_dst, n_src, H, is_sorted=is_graph))
+    """``build`` memoised on a TokenGraph (its edges are already sorted by (target, source));
+    for a raw ``edge_index`` under ``torch.compile``, the structure custom op."""
+    if isinstance(graph, TokenGraph):
+        return cached(graph, ("csr", H), lambda: build(edge_index, n_dst, n_src, H, True))
+    if not torch.compiler.is_compiling():
+        return build(edge_index, n_dst, n_src, H, is_sorted=False)
+    *ts, order, inv = _structure_op(edge_index, n_dst, n_src, H, False)
+    return Structure(*ts, order, inv, H)
 
 
 def _sddmm(st: Structure, a: Tensor, b: Tensor) -> Tensor:
@@ -135,33 +183,62 @@ def _segment_softmax(s: Tensor, st: Structure) -> Tensor:
     return e / z[st.row]
 
 
-class CSRAttention(torch.autograd.Function):
-    """``(qh, kh, vh, bias) -> (out [H N_dst, Dv], alpha [H E])`` with the backward above."""
+@torch.library.custom_op("gnn_attention::csr_attention", mutates_args=())
+def _forward_op(qh: Tensor, kh: Tensor, vh: Tensor, bias: Optional[Tensor], crow: Tensor,
+                col: Tensor, row: Tensor, crow_t: Tensor, col_t: Tensor, perm_t: Tensor,
+                H: int) -> Tuple[Tensor, Tensor]:
+    """``(qh, kh, vh, bias) -> (out [H N_dst, Dv], alpha [H E])``: the forward above."""
+    st = Structure(crow, col, row, crow_t, col_t, perm_t, None, None, H)
+    s = _sddmm(st, qh, kh)
+    if bias is not None:
+        s = s + bias
+    alpha = _segment_softmax(s, st)
+    return st.matrix(alpha) @ vh, alpha
 
-    @staticmethod
-    def forward(ctx, qh, kh, vh, bias, st: Structure):
-        s = _sddmm(st, qh, kh)
-        if bias is not None:
-            s = s + bias
-        alpha = _segment_softmax(s, st)
-        out = st.matrix(alpha) @ vh
-        ctx.save_for_backward(qh, kh, vh, alpha)
-        ctx.st = st
-        return out, alpha
 
-    @staticmethod
-    def backward(ctx, d_out, d_alpha):
-        qh, kh, vh, alpha = ctx.saved_tensors
-        st = ctx.st
-        d_out = d_out.contiguous()
-        dp = _sddmm(st, d_out, vh) + d_alpha
-        delta = alpha.new_zeros(st.H * st.n_dst).index_add_(0, st.row, alpha * dp)
-        ds = alpha * (dp - delta[st.row])
-        need = ctx.needs_input_grad
-        dq = st.matrix(ds) @ kh if need[0] else None
-        dk = st.matrix(ds[st.perm_t], transpose=True) @ qh if need[1] else None
-        dv = st.matrix(alpha[st.perm_t], transpose=True) @ d_out if need[2] else None
-        return dq, dk, dv, (ds if need[3] else None), None
+@_forward_op.register_fake
+def _(qh, kh, vh, bias, crow, col, row, crow_t, col_t, perm_t, H):
+    return qh.new_empty(crow.numel() - 1, vh.size(1)), qh.new_empty(col.numel())
+
+
+@torch.library.custom_op("gnn_attention::csr_attention_backward", mutates_args=())
+def _backward_op(d_out: Tensor, d_alpha: Tensor, qh: Tensor, kh: Tensor, vh: Tensor,
+                 alpha: Tensor, crow: Tensor, col: Tensor, row: Tensor, crow_t: Tensor,
+                 col_t: Tensor, perm_t: Tensor, H: int) -> List[Tensor]:
+    """``(dq, dk, dv, dbias)`` by the softmax rule in the module docstring."""
+    st = Structure(crow, col, row, crow_t, col_t, perm_t, None, None, H)
+    d_out = d_out.contiguous()
+    dp = _sddmm(st, d_out, vh) + d_alpha
+    delta = alpha.new_zeros(st.H * st.n_dst).index_add_(0, st.row, alpha * dp)
+    ds = alpha * (dp - delta[st.row])
+    dq = st.matrix(ds) @ kh
+    dk = st.matrix(ds[st.perm_t], transpose=True) @ qh
+    dv = st.matrix(alpha[st.perm_t], transpose=True) @ d_out
+    return [dq, dk, dv, ds]
+
+
+@_backward_op.register_fake
+def _(d_out, d_alpha, qh, kh, vh, alpha, crow, col, row, crow_t, col_t, perm_t, H):
+    return [torch.empty_like(qh), torch.empty_like(kh), torch.empty_like(vh),
+            torch.empty_like(alpha)]
+
+
+def _setup_context(ctx, inputs, output):
+    qh, kh, vh, bias, *index, H = inputs
+    ctx.save_for_backward(qh, kh, vh, output[1], *index)
+    ctx.H, ctx.has_bias = H, bias is not None
+
+
+def _backward(ctx, d_out, d_alpha):
+    qh, kh, vh, alpha, *index = ctx.saved_tensors
+    d_out = torch.zeros(qh.size(0), vh.size(1), dtype=qh.dtype, device=qh.device) \
+        if d_out is None else d_out
+    d_alpha = torch.zeros_like(alpha) if d_alpha is None else d_alpha
+    dq, dk, dv, ds = _backward_op(d_out, d_alpha, qh, kh, vh, alpha, *index, ctx.H)
+    return (dq, dk, dv, ds if ctx.has_bias else None) + (None,) * 7
+
+
+_forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _heads_first(x: Tensor) -> Tensor:
@@ -184,15 +261,17 @@ def attention(qp: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor,
         out = qp.new_zeros(n_dst, H, v.size(-1)) + connect(qp, k, v, edge_bias)
         return out, qp.new_zeros(0, H)
     st = structure(graph, edge_index, n_dst, n_src, H)
+    sorted_ = st.order is None or st.order.numel() == 0
     bias = None
     if edge_bias is not None:
         b = edge_bias.to(qp.dtype).expand(E, H)
-        b = b if st.order is None else b.index_select(0, st.order)
+        b = b if sorted_ else b.index_select(0, st.order)
         bias = b.t().reshape(-1)
-    out, alpha = CSRAttention.apply(_heads_first(qp), _heads_first(k), _heads_first(v), bias, st)
+    out, alpha = _forward_op(_heads_first(qp), _heads_first(k), _heads_first(v), bias,
+                             *st.tensors, H)
     out = out.view(H, n_dst, -1).transpose(0, 1)
     alpha = alpha.view(H, E).t()
-    if st.inv is not None:
+    if not sorted_:
         alpha = alpha.index_select(0, st.inv)
     return out, alpha
 
