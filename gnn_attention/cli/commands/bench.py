@@ -31,7 +31,7 @@ def register(sub) -> None:
                    help="lengths at which to compile FlexAttention (default 1024 4096; none: off)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, output_dirs=("plot",))  # --plot names a folder
 
 
 def config_from(args) -> bench.BenchConfig:

@@ -16,6 +16,7 @@ import torch
 from gnn_attention.cli.errors import UserError
 
 PATTERNS = ("full", "causal", "window")
+MAX_PATTERN_LENGTH = 64  # full attention draws T^2 arcs: 4096 at T=64, unreadable beyond
 
 
 def register(sub) -> None:
@@ -94,6 +95,9 @@ def run_patterns(args) -> int:
 
     if args.length < 2 or args.window < 0 or args.dilation < 1:
         raise UserError("need --length >= 2, --window >= 0 and --dilation >= 1")
+    if args.length > MAX_PATTERN_LENGTH:
+        raise UserError(f"--length {args.length} is too long to draw: at most "
+                        f"{MAX_PATTERN_LENGTH} tokens (full attention draws T^2 arcs)")
     fig = viz.plot_patterns(viz.pattern_gallery(args.length, args.window, args.dilation))
     _save(fig, args.out)
     return 0

@@ -2,6 +2,8 @@
 under ``torchrun``), writing checkpoints, ``metrics.csv``, ``config.json`` and ``results.json``."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 from gnn_attention.cli.errors import UserError
@@ -36,13 +38,25 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def run(args) -> int:
     from gnn_attention.training.checkpoint import CheckpointError
     from gnn_attention.training.loop import TrainConfig, TrainingError, train
 
     if args.threads is not None:
+        cores = available_cores()
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
+        if args.threads > cores:  # torch would start the threads anyway (100000 segfaults)
+            raise UserError(f"--threads {args.threads} is more than the {cores} CPU cores this "
+                            f"process may use")
         torch.set_num_threads(args.threads)
     task_params = {}
     if args.max_number is not None:

@@ -2,6 +2,7 @@
 plotting the cross-attention alignment (target tokens x source tokens) of the last decoder layer."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -54,6 +55,20 @@ def source_ids(text: str, src_tok, max_len: int, task: str) -> list:
     return ids
 
 
+def check_domain(texts, task: str, params) -> None:
+    """Refuse inputs outside a number task's sources (its domain is exact); warn, on stderr, for
+    dates and symbol strings the task would not generate (see ``training.data.domain``)."""
+    from gnn_attention.training.data.domain import domain, outside_message
+
+    dom = domain(task, params)
+    for text in texts:
+        if not dom.contains(text):
+            if dom.strict:
+                raise UserError(outside_message(text, task, dom))
+            print(f"gnn-attention translate: warning: {outside_message(text, task, dom)}",
+                  file=sys.stderr)
+
+
 def run(args) -> int:
     from gnn_attention.models.decoding import beam_search, greedy_decode
     from gnn_attention.training.data import pad_sources
@@ -63,6 +78,7 @@ def run(args) -> int:
     cfg, model, src_tok, tgt_tok, state = load_trained(args.run_dir, args.device)
     for text in args.texts:
         source_ids(text, src_tok, model.config.max_len, cfg.task)
+    check_domain(args.texts, cfg.task, cfg.task_params)
     device = next(model.parameters()).device
     src, lengths = pad_sources([src_tok.encode(t) for t in args.texts])
     src, lengths = src.to(device), lengths.to(device)
