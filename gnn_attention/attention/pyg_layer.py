@@ -162,10 +162,12 @@ class AttentionMessagePassing(MessagePassing):
         if self.backend == "message_passing" or self.observed():
             return self._message_passing(q, k, v, edges, edge_kv, dropout_p)
         bias = edges.edge_bias
+        if edge_kv is not None and edges.edge_attr.size(0) == 0:
+            edge_kv = None  # no edge: nothing to add (the sparse products dislike nnz = 0)
         if edge_kv is not None:  # only now are the edges read (a structured graph builds them)
-            a, w = edge_kv
-            dst = edges.edge_index[1]
-            kb = edge_features.key_bias(q, a.to(q.dtype), w.to(q.dtype), dst, scale)
+            a, w = edge_kv[0].to(q.dtype), edge_kv[1].to(q.dtype)
+            m = edge_features.edge_matrix(edges.graph, edges.edge_index[1], q.size(0), q.size(1))
+            kb = edge_features.key_bias(q, a, w, m, scale)
             bias = kb if bias is None else bias + kb
         try:
             res = graph_attention(q, k, v, edges.graph, edge_bias=bias, score=self.score,
@@ -176,8 +178,7 @@ class AttentionMessagePassing(MessagePassing):
             _reraise_with_hint(err)
         out, alpha = res if isinstance(res, tuple) else (res, None)
         if edge_kv is not None:  # the weights already carry dropout: the same as the values saw
-            out = out + edge_features.value_sum(alpha, a.to(q.dtype), w.to(q.dtype), dst,
-                                                q.size(0)).to(out.dtype)
+            out = out + edge_features.value_sum(alpha.to(q.dtype), a, w, m).to(out.dtype)
         return out, alpha
 
     def _message_passing(self, q, k, v, edges: Edges, edge_kv, dropout_p):

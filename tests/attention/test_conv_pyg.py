@@ -251,3 +251,26 @@ def test_message_hooks_fire_and_fast_path_otherwise(setup, monkeypatch):
 
     monkeypatch.setattr(conv, "propagate", refuse)
     torch.testing.assert_close(conv(x, ei, a), fast)
+
+
+@pytest.mark.parametrize("sorted_edges", [False, True])
+def test_edge_feature_products_gradcheck(sorted_edges):
+    """The sparse forms of the edge-key bias and edge-value sum: float64 gradcheck (queries,
+    weights, edge features and attention weights) and equality with the per-edge gather form."""
+    from gnn_attention.attention import edge_features as ef
+
+    g = torch.Generator().manual_seed(4)
+    n, e, h, d, f = 5, 13, 3, 2, 7
+    dst = torch.randint(0, n, (e,), generator=g)
+    dst = dst.sort().values if sorted_edges else dst
+    m = ef.build(dst, n, h)
+    assert (m.order is None) == bool((dst[1:] >= dst[:-1]).all())
+    opts = dict(dtype=torch.float64, requires_grad=True)
+    q, a = torch.randn(n, h, d, generator=g, **opts), torch.randn(e, f, generator=g, **opts)
+    w, alpha = torch.randn(h, d, f, generator=g, **opts), torch.rand(e, h, generator=g, **opts)
+    emb = ef.embed(a, w)  # [E, H, D]: the readable per-edge form
+    torch.testing.assert_close(ef.key_bias(q, a, w, m, 0.3), (q[dst] * emb).sum(-1) * 0.3)
+    readable = torch.zeros(n, h, d, dtype=torch.float64).index_add(0, dst, alpha[..., None] * emb)
+    torch.testing.assert_close(ef.value_sum(alpha, a, w, m), readable)
+    assert torch.autograd.gradcheck(lambda q, a, w: ef.key_bias(q, a, w, m, 0.3), (q, a, w))
+    assert torch.autograd.gradcheck(lambda al, a, w: ef.value_sum(al, a, w, m), (alpha, a, w))
