@@ -128,3 +128,18 @@ def test_encode_pairs_rejects_empty_source():
     tok = Tokenizer.build(["ab"], "char")
     with pytest.raises(ValueError, match="empty source"):
         encode_pairs([("", "ab")], tok, tok)
+
+
+def test_pad_sources_and_metrics_by_hand():
+    from gnn_attention.training import metrics
+    from gnn_attention.training.data import batching
+
+    src, lengths = batching.pad_sources([[5, 6, 7], [8]])
+    assert src.tolist() == [[5, 6, 7], [PAD, PAD, PAD]][:1] + [[8, PAD, PAD]]
+    assert lengths.tolist() == [3, 1]
+    assert metrics.exact_match(["ab", "c", "d"], ["ab", "x", "d"]) == pytest.approx(2 / 3)
+    logits = torch.zeros(1, 3, 4)
+    logits[0, 0, 2] = logits[0, 1, 1] = 1.0
+    assert metrics.token_counts(logits, torch.tensor([[2, 3, IGNORE]])) == (1, 2)
+    with pytest.raises(ValueError, match="no references"):
+        metrics.exact_match([], [])
