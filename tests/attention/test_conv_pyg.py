@@ -17,6 +17,7 @@ from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
 from torch_geometric.utils import to_torch_coo_tensor, to_torch_csc_tensor, to_torch_csr_tensor
 
 from gnn_attention.attention.conv import MultiheadAttentionConv
+from gnn_attention.attention.pyg_layer import AttentionMessagePassing
 from gnn_attention.graphs import from_edge_index
 
 N, C, H, F, E = 7, 33, 3, 5, 19
@@ -249,8 +250,13 @@ def test_message_hooks_fire_and_fast_path_otherwise(setup, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("propagate ran although nothing observes the layer")
 
+    assert isinstance(conv, AttentionMessagePassing) and not conv.observed()
     monkeypatch.setattr(conv, "propagate", refuse)
     torch.testing.assert_close(conv(x, ei, a), fast)
+    conv.explain = True  # what torch_geometric.explain sets: the observed form runs
+    assert conv.observed()
+    with pytest.raises(AssertionError, match="propagate ran"):
+        conv(x, ei, a)
 
 
 @pytest.mark.parametrize("sorted_edges", [False, True])
