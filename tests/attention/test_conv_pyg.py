@@ -255,6 +255,7 @@ def test_message_hooks_fire_and_fast_path_otherwise(setup, monkeypatch):
     torch.testing.assert_close(conv(x, ei, a), fast)
     conv.explain = True  # what torch_geometric.explain sets: the observed form runs
     assert conv.observed()
+    monkeypatch.setattr(conv, "propagate", refuse)  # the explain setter rebinds propagate
     with pytest.raises(AssertionError, match="propagate ran"):
         conv(x, ei, a)
 
