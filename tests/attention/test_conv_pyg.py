@@ -281,3 +281,13 @@ def test_edge_feature_products_gradcheck(sorted_edges):
     torch.testing.assert_close(ef.value_sum(alpha, a, w, m), readable)
     assert torch.autograd.gradcheck(lambda q, a, w: ef.key_bias(q, a, w, m, 0.3), (q, a, w))
     assert torch.autograd.gradcheck(lambda al, a, w: ef.value_sum(al, a, w, m), (alpha, a, w))
+
+
+def test_docs_example(capsys):
+    """The explain example of docs/pyg.md runs as written."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "pyg.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "docs/pyg.md", "exec"), {})
+    assert capsys.readouterr().out.startswith("torch.Size([")
