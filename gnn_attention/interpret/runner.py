@@ -55,12 +55,21 @@ def sites(plan: Plan) -> Dict[Site, Tuple]:
     out = {}
     for name, stack in plan.stacks.items():
         for layer_id, layer in enumerate(stack.layers):
-            a = layer.self_attn
-            out[(name, layer_id, "self")] = (plan.graphs[name], a.num_heads, a.head_dim)
+            kinds = [("self", layer.self_attn, plan.graphs[name])]
             if hasattr(layer, "multihead_attn"):
-                c = layer.multihead_attn
-                out[(name, layer_id, "cross")] = (plan.graphs["cross"], c.num_heads, c.head_dim)
+                kinds.append(("cross", layer.multihead_attn, plan.graphs["cross"]))
+            for kind, a, graph in kinds:
+                _check_conv(a, (name, layer_id, kind))
+                out[(name, layer_id, kind)] = (graph, a.num_heads, a.head_dim)
     return out
+
+
+def _check_conv(attn: nn.Module, site: Site) -> None:
+    """The readable path has no edge features and adds no self loops: a layer that uses either
+    would be edited wrongly, so it is refused (our models' layers use neither)."""
+    if getattr(attn, "edge_dim", None) is not None or getattr(attn, "add_self_loops", False):
+        raise ValueError(f"site {site}: interventions do not support attention layers with edge "
+                         f"features or added self loops")
 
 
 def execute(plan: Plan, edits: Optional[Edits] = None, record: bool = False) -> RunResult:

@@ -279,3 +279,12 @@ def test_bad_edits_are_refused_before_any_computation():
         run(model.train(), *args)
     with pytest.raises(TypeError, match="no intervention plan"):
         prepare(torch.nn.Linear(2, 2).eval())
+
+
+def test_a_layer_with_edge_features_is_refused():
+    """The readable path knows no edge features: such a layer is refused, never edited wrongly."""
+    model, args = _encoder_only()
+    model = copy.deepcopy(model)
+    model.encoder.layers[1].self_attn.edge_dim = 4
+    with pytest.raises(ValueError, match="edge features"):
+        run(model, *args)
