@@ -9,23 +9,24 @@ scores (-inf = blocked; NaN is kept and propagates, as in torch). Here they beco
 an edge when at least one head may attend) and, where a float mask or a per-head mask leaves
 something per edge, ``edge_bias [E, Hb]``.
 
-Recognisable masks never go through a dense -> edge conversion (:func:`plan_masks`):
+Recognisable masks are not converted entry by entry (:func:`masks_to_graph`):
 
     masks                                               graph
     none                                                full(T) / cross(S -> T)
     is_causal, or attn_mask == the causal mask          causal (top-left, as SDPA is_causal)
-    key padding that pads a suffix (right padding)      cross(L_b -> T) over the packed keys
-                                                        (``pack_keys``), else prefix edges
+    key padding that pads a suffix (right padding)      keys s < L_b (and s <= t if causal)
+                                                        over all B * S key nodes ("padded_prefix")
     a float mask without -inf (an additive bias)        the graph above + edge_bias, no search
 
-Those graphs are cached (bounded, keyed by shapes, lengths and device): a repeated call reuses the
-graph and with it the kernels' plan. Anything else (arbitrary bool masks, -inf patterns, per-head
-masks) is converted edge by edge, at every call.
+Those graphs are built from shapes and lengths alone and cached (bounded, keyed by shapes,
+lengths and device): a repeated call reuses the graph and with it the kernels' plan. (The
+right-padding graph still holds its edges: the first call with new lengths pays O(E) once.)
+Anything else (arbitrary bool masks, -inf patterns, per-head masks) is converted edge by edge,
+at every call.
 """
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
@@ -49,17 +50,6 @@ class MaskTypeError(TypeError, AssertionError):
 
 class PaddingShapeError(ValueError, AssertionError):
     """A key padding mask of the wrong shape (torch asserts)."""
-
-
-@dataclass(frozen=True)
-class MaskPlan:
-    """What the masks mean: ``graph`` over ``B * T`` queries and ``B * S`` keys (or over the keys
-    ``key_rows`` selects, when packed), ``edge_bias [E, Hb]`` or None, ``key_rows [N_src]`` or None.
-    """
-
-    graph: TokenGraph
-    edge_bias: Optional[Tensor]
-    key_rows: Optional[Tensor]
 
 
 def _check(B, T, S, H, key_padding_mask, attn_mask) -> None:
@@ -113,18 +103,18 @@ def suffix_lengths(key_padding_mask: Tensor) -> Optional[Tuple[int, ...]]:
 
 @functools.lru_cache(maxsize=GRAPH_CACHE_SIZE)
 def structured_graph(B: int, T: int, S: int, is_causal: bool, lengths: Optional[tuple],
-                     packed: bool, device: str) -> TokenGraph:
-    """The graph of B sequences of T queries over S keys where query t of sequence b sees keys
-    ``s < L_b`` (and ``s <= t`` when causal, top-left aligned). ``lengths=None`` means L_b = S.
-    ``packed``: sources are the ``sum L_b`` unpadded keys only; else all ``B * S`` key nodes stay
-    (a padded key is a node without edges). Cached: the same call returns the same graph object.
+                     device: str) -> TokenGraph:
+    """The graph of B sequences of T queries over S key nodes where query t of sequence b sees
+    keys ``s < L_b`` (and ``s <= t`` when causal, top-left aligned); ``lengths=None`` means
+    L_b = S. Padded keys stay nodes without edges, so the dense kernel runs the graph on the
+    ``[B, S]`` layout as it is (no gather). Cached: the same call returns the same graph object,
+    and with it the kernels' plan and mask.
     """
-    if lengths is None or packed:
-        src = [S] * B if lengths is None else list(lengths)
-        if T == S and lengths is None:
+    if lengths is None:
+        if T == S:
             return causal([T] * B, device=device) if is_causal else full([T] * B, device=device)
-        return cross(src, [T] * B, causal=is_causal, device=device)
-    n = torch.tensor(lengths).view(B, 1, 1)
+        return cross([S] * B, [T] * B, causal=is_causal, device=device)
+    n = torch.tensor(lengths, dtype=torch.long).view(B, 1, 1)
     t, s = torch.arange(T).view(1, T, 1), torch.arange(S).view(1, 1, S)
     b, t, s = ((s < n) & ((s <= t) | (not is_causal))).nonzero(as_tuple=True)  # row-major: sorted
     ei = torch.stack([b * S + s, b * T + t])
@@ -132,47 +122,11 @@ def structured_graph(B: int, T: int, S: int, is_causal: bool, lengths: Optional[
                            bipartite=T != S, device=device)
 
 
-@functools.lru_cache(maxsize=GRAPH_CACHE_SIZE)
-def _packed_rows(lengths: tuple, S: int, device: str) -> Tensor:
-    """``[sum L_b]`` row of every unpadded key in the padded ``[B * S]`` layout (cached, read
-    only: it indexes, it is never written)."""
-    return torch.cat([torch.arange(n) + b * S for b, n in enumerate(lengths)]
-                     or [torch.zeros(0, dtype=torch.long)]).to(device)
-
-
-def plan_masks(B: int, T: int, S: int, H: int, key_padding_mask: Optional[Tensor],
-               attn_mask: Optional[Tensor], is_causal: bool, dtype: torch.dtype, device,
-               pack_keys: bool = False) -> MaskPlan:
-    """The :class:`MaskPlan` of MHA-style masks (see the module table); errors before any work.
-
-    ``pack_keys``: a right-padding key mask may drop the padded keys (``key_rows`` says which rows
-    of the ``[B * S]`` keys the graph's sources are); callers that cannot repack keep it False.
-    """
-    _check(B, T, S, H, key_padding_mask, attn_mask)
-    lengths = None if key_padding_mask is None else suffix_lengths(key_padding_mask)
-    if attn_mask is not None and (attn_mask.dtype == torch.bool or attn_mask.dim() == 3):
-        structured_mask = is_causal_mask(attn_mask)  # a bool or per-head mask: only if causal
-        is_causal = is_causal or structured_mask
-    else:
-        structured_mask = attn_mask is None or is_causal_mask(attn_mask)
-        is_causal = is_causal or (attn_mask is not None and structured_mask)
-        if not structured_mask and not torch.isneginf(attn_mask).any():
-            structured_mask = None  # an additive bias on the structured graph
-    if (key_padding_mask is None or lengths is not None) and structured_mask is not False:
-        packed = pack_keys and lengths is not None
-        graph = structured_graph(B, T, S, bool(is_causal), lengths, packed, str(device))
-        rows = _packed_rows(lengths, S, str(device)) if packed else None
-        bias = None if structured_mask else _bias_on_full(graph, attn_mask, B, T, S, dtype, rows)
-        return MaskPlan(graph, bias, rows)
-    graph, bias = _general(B, T, S, H, key_padding_mask, attn_mask, is_causal, dtype, device)
-    return MaskPlan(graph, bias, None)
-
-
-def _bias_on_full(graph, attn_mask: Tensor, B, T, S, dtype, rows) -> Tensor:
+def _bias_on_graph(graph, attn_mask: Tensor, B, T, S, dtype) -> Tensor:
     """A finite ``[T, S]`` float mask as ``edge_bias [E, 1]``: edges of a full graph are sorted by
     (b, t, s), i.e. row-major, so no search is needed; other graphs read it at their positions."""
     am = attn_mask.to(dtype)
-    if graph.pattern.name in ("full", "cross") and rows is None:
+    if graph.pattern.name in ("full", "cross"):
         return am.expand(B, T, S).reshape(B * T * S, 1)
     t, s = edge_positions(graph)
     return am[t, s].unsqueeze(1)
@@ -206,6 +160,21 @@ def masks_to_graph(B: int, T: int, S: int, H: int, key_padding_mask: Optional[Te
                    attn_mask: Optional[Tensor], is_causal: bool, dtype: torch.dtype,
                    device) -> Tuple[TokenGraph, Optional[Tensor]]:
     """Turn MHA-style masks into a :class:`TokenGraph` over ``B * T`` queries and ``B * S`` keys
-    and an optional per-edge bias ``[E, Hb]`` (float masks' values, per head when 3-D)."""
-    plan = plan_masks(B, T, S, H, key_padding_mask, attn_mask, is_causal, dtype, device)
-    return plan.graph, plan.edge_bias
+    and an optional per-edge bias ``[E, Hb]`` (float masks' values, per head when 3-D); the
+    recognised masks of the module table take no dense -> edge conversion. Errors come before
+    any work."""
+    _check(B, T, S, H, key_padding_mask, attn_mask)
+    lengths = None if key_padding_mask is None else suffix_lengths(key_padding_mask)
+    if attn_mask is not None and (attn_mask.dtype == torch.bool or attn_mask.dim() == 3):
+        structured_mask = is_causal_mask(attn_mask)  # a bool or per-head mask: only if causal
+        is_causal = is_causal or structured_mask
+    else:
+        structured_mask = attn_mask is None or is_causal_mask(attn_mask)
+        is_causal = is_causal or (attn_mask is not None and structured_mask)
+        if not structured_mask and not torch.isneginf(attn_mask).any():
+            structured_mask = None  # an additive bias on the structured graph
+    if (key_padding_mask is None or lengths is not None) and structured_mask is not False:
+        graph = structured_graph(B, T, S, bool(is_causal), lengths, str(device))
+        bias = None if structured_mask else _bias_on_graph(graph, attn_mask, B, T, S, dtype)
+        return graph, bias
+    return _general(B, T, S, H, key_padding_mask, attn_mask, is_causal, dtype, device)

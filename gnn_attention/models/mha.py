@@ -5,7 +5,7 @@ C = embed_dim, H heads, D = C / H.
 
 Same constructor and forward contract as ``torch.nn.MultiheadAttention`` (and the same parameter
 names, so ``load_state_dict`` works both ways). Its masks become a graph
-(:func:`gnn_attention.graphs.masks.plan_masks`): one node per token, one edge per allowed (query,
+(:func:`gnn_attention.graphs.masks.masks_to_graph`): one node per token, one edge per allowed (query,
 key) pair; boolean masks follow the MHA convention (True = blocked) and float masks are added to
 the scores, -inf meaning no edge. Recognised masks (none, causal, right padding, an additive bias)
 map to cached structured graphs that the dense kernel runs as one SDPA call; attention weights are
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from gnn_attention.attention.conv import MultiheadAttentionConv
 from gnn_attention.graphs import edges_to_dense
-from gnn_attention.graphs.masks import plan_masks
+from gnn_attention.graphs.masks import masks_to_graph
 
 
 class InputShapeError(ValueError, AssertionError):
@@ -156,21 +156,20 @@ class MultiheadAttention(MultiheadAttentionConv):
                 attn_mask = attn_mask if attn_mask is not None else torch.ones(
                     T, S, dtype=torch.bool, device=query.device).triu(1)
                 is_causal = False
-        plan = plan_masks(B, T, S + extra, self.num_heads, _pad_keys(key_padding_mask, extra),
-                          _pad_keys(attn_mask, extra), is_causal, dtype, query.device,
-                          pack_keys=True)
-        if plan.key_rows is not None:
-            k, v = k.index_select(0, plan.key_rows), v.index_select(0, plan.key_rows)
+        graph, edge_bias = masks_to_graph(B, T, S + extra, self.num_heads,
+                                          _pad_keys(key_padding_mask, extra),
+                                          _pad_keys(attn_mask, extra), is_causal, dtype,
+                                          query.device)
         # q, k, v already have the autocast dtype; inside, the kernels keep their own precision
         # (the CSR kernel's sparse products have no bfloat16 form under autocast).
         cpu_autocast = torch.is_autocast_enabled(q.device.type)
         with torch.autocast(q.device.type, enabled=False) if cpu_autocast else \
                 contextlib.nullcontext():
-            res = self.attend(q, k, v, plan.graph, plan.edge_bias, need_weights)
+            res = self.attend(q, k, v, graph, edge_bias, need_weights)
         out = self.merge_heads(res[0] if need_weights else res).view(B, T, C)
         weights = None
         if need_weights:
-            weights = edges_to_dense(plan.graph, res[1][1], T, S + extra)
+            weights = edges_to_dense(graph, res[1][1], T, S + extra)
             weights = weights.mean(1) if average_attn_weights else weights
         if unbatched:
             return out.squeeze(0), None if weights is None else weights.squeeze(0)
