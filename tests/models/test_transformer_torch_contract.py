@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gnn_attention.models.config import LayerConfig, activation_name
 from gnn_attention.models.mha import MultiheadAttention
 from gnn_attention.models.torch_layers import (
     TransformerDecoder,
@@ -230,3 +231,14 @@ def test_copies_dtype_and_autocast():
         a, b = ref(src, tgt), ours(src, tgt)
     assert a.dtype == b.dtype
     assert (a.float() - b.float()).abs().max() <= 5e-2 * a.abs().max()
+
+
+def test_activation_names_and_config_validation():
+    assert [activation_name(a) for a in ("relu", F.gelu, nn.ReLU(), nn.GELU(), nn.GELU("tanh"),
+                                         F.silu, "tanh")] == ["relu", "gelu", "relu", "gelu",
+                                                              None, None, None]
+    assert LayerConfig(activation=F.silu).activation is F.silu  # any callable, as torch
+    with pytest.raises(ValueError, match="activation"):
+        LayerConfig(activation="tanh")
+    with pytest.raises(ValueError, match="activation"):
+        Transformer(C, H, activation=3)
