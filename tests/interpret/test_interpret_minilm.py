@@ -12,6 +12,7 @@ from gnn_attention.interpret.plan import prepare
 from gnn_attention.interpret.runner import execute, run
 from gnn_attention.pretrained import encode, load_bert, load_tokenizer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 SENTENCES = ["The trophy did not fit in the suitcase because it was too big.", "It was small."]
 
 

@@ -27,6 +27,8 @@ from gnn_attention.models import (
 )
 
 TOL = 1e-12
+# Tiny tensors: one thread avoids paying synchronisation on shared cores.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _seq2seq(norm_first=False):
