@@ -9,6 +9,7 @@ Writes experiments/results/graph_lab_bench.json (or graph_lab_bench_quick.json).
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from gnn_attention.graph_models.bench import QUICK, GPSBenchConfig, gps_benchmark, write_json
@@ -17,8 +18,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def train_and_evaluate(config: GPSBenchConfig, workdir: Path, name: str) -> dict:
-    result = gps_benchmark(config)
-    write_json(result, str(workdir / "results" / f"{name}.json"))
+    result = None
+    for G in config.num_graphs:  # one batch size at a time, the file rewritten after each
+        part = gps_benchmark(replace(config, num_graphs=(G,)))
+        if result is None:
+            result = {**part, "config": asdict(config)}
+        else:
+            result["rows"] += part["rows"]
+            result["load_average_after"] = part["load_average_after"]
+        write_json(result, str(workdir / "results" / f"{name}.json"))
     for r in result["rows"]:
         print(f"G={r['num_graphs']:5d} dropout={r['attn_dropout']}: memory x{r['memory_ratio_ours']:.2f}"
               f" (recompute x{r['memory_ratio_ours_recompute']:.2f}), fwd+bwd time "
