@@ -142,16 +142,15 @@ def grow(packed: Tensor, lengths: Tensor, new: Tensor) -> Tensor:
     """Append one node to every sequence of a packed tensor.
 
     Node n of sequence b moves to n + b (b new nodes were inserted before it); the new node of b
-    lands at the end of its block, ``ptr[b + 1] + b``.
+    lands at the end of its block, at ``ptr[b + 1] + b``.
 
     **Shapes:** ``packed [sum L_b, *]``, ``lengths [B]``, ``new [B, *]`` -> ``[sum L_b + B, *]``.
     """
-    B = lengths.numel()
-    seq = torch.repeat_interleave(torch.arange(B), lengths).to(packed.device)
-    out = packed.new_empty(packed.size(0) + B, *packed.shape[1:])
-    out[torch.arange(packed.size(0), device=packed.device) + seq] = packed
-    out[(_ptr(lengths)[1:] + torch.arange(B)).to(packed.device)] = new
-    return out
+    # One concatenation of the 2B pieces (block b, then its new node): a copy of the cache and
+    # nothing else, no index tensors to build.
+    blocks = packed.split(lengths.tolist())
+    pieces = [t for b, block in enumerate(blocks) for t in (block, new[b:b + 1])]
+    return torch.cat(pieces) if pieces else packed
 
 
 def select(packed: Tensor, lengths: Tensor, index: Tensor) -> Tensor:
