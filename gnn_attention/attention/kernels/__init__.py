@@ -19,9 +19,10 @@ alpha_ij is kept with probability 1 - p and scaled by 1 / (1 - p), as in the ref
 SDPA's own random stream (so the mask differs from the reference's, as it does between any two
 draws); ``nn.MultiheadAttention`` trains the same way. Every other dropout case runs the reference,
 whose dropped weights can be returned. ``return_attention_weights`` under "dense"/"tiled"
-takes alpha from the CSR kernel's own softmax (exact, ``[E, H]`` scalars only). While
-``torch.compile`` traces, "auto" runs the reference: the plan lives in a Python dict on the graph
-and the CSR kernel builds sparse tensors, neither of which traces into one graph. Half-precision
+takes alpha from the CSR kernel's own softmax (exact, ``[E, H]`` scalars only). Under
+``torch.compile`` every kernel runs as planned, not the reference: the plan and preprocessing are
+made on the host (:mod:`.prepare`, cached on the graph, guarded by dynamo) and the CSR kernel is
+a set of custom ops (:mod:`.csr`); docs/compile.md has the details and figures. Half-precision
 inputs: the CSR kernel scores and normalises in float32; SDPA accumulates its softmax in float32
 internally. Every kernel passes :mod:`.memory`'s guard before it allocates.
 """
@@ -32,38 +33,14 @@ import math
 import torch
 from torch import Tensor
 
-from gnn_attention.attention.kernels import csr, dense, finite, memory, plan, select, tiled
+from gnn_attention.attention.kernels import csr, dense, finite, prepare, tiled
 from gnn_attention.attention.kernels.memory import AttentionMemoryError
+from gnn_attention.attention.kernels.prepare import BACKENDS, KERNELS, choose
+from gnn_attention.attention.kernels.prepare import prepare as prepare_graph
 from gnn_attention.attention.math import compute_dtype, prepare_query, reference_attention
 from gnn_attention.graphs import TokenGraph
 
-KERNELS = ("reference", "dense", "tiled", "csr")
-BACKENDS = ("auto",) + KERNELS
-
-__all__ = ["BACKENDS", "KERNELS", "AttentionMemoryError", "choose", "dispatch"]
-
-
-def choose(graph, score: str = "scaled_dot", dropout_p: float = 0.0) -> str:
-    """The kernel ``backend="auto"`` runs for this graph and options."""
-    if score == "additive" or torch.compiler.is_compiling():
-        return "reference"
-    name = select.choose(graph)
-    return "reference" if dropout_p > 0.0 and name != "dense" else name
-
-
-def _describe(graph, n_dst, n_src, E, H, D, Dv) -> str:
-    g = repr(graph) if isinstance(graph, TokenGraph) else f"an edge_index with {E} edges"
-    return f"{g} (N_dst={n_dst}, N_src={n_src}, E={E}) with H={H}, D={D}, Dv={Dv}"
-
-
-def _estimate(name, graph, n_dst, n_src, E, H, D, Dv, itemsize, bias_heads, dropout) -> int:
-    if name == "dense":
-        return dense.estimate(graph, n_dst, n_src, H, D, Dv, itemsize, bias_heads, dropout)
-    if name == "tiled":
-        return tiled.estimate(graph, H, D, Dv, itemsize, bias_heads)
-    if name == "csr":
-        return csr.estimate(n_dst, n_src, E, H, D, Dv, itemsize)
-    return E * H * (3 * D + 2 * Dv + 6) * itemsize  # reference: [E, H, D] gathers and products
+__all__ = ["BACKENDS", "KERNELS", "AttentionMemoryError", "choose", "dispatch", "prepare_graph"]
 
 
 def dispatch(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor | None, *,
@@ -80,18 +57,22 @@ def dispatch(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor | None, 
     **Shapes:** q ``[N_dst, H, D]``, k ``[N_src, H, D]``, v ``[N_src, H, Dv]``, edge_bias
     ``[E, H]``/``[E, 1]`` -> out ``[N_dst, H, Dv]`` (and alpha ``[E, H]``).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    name = choose(graph, score, dropout_p) if backend == "auto" else backend
-    if score == "additive" or (dropout_p > 0.0 and (name != "dense" or return_attention_weights)):
-        name = "reference"  # see module docstring
-    if name == "tiled" and tiled.check(graph) is not None:
-        raise ValueError(f"backend 'tiled' cannot run {graph!r}: {tiled.check(graph)}")
+    n_dst, H, D = q.shape
+    n_src, Dv = k.size(0), v.size(-1)
+    bias_heads = 0 if edge_bias is None else edge_bias.size(1)
+    if isinstance(graph, TokenGraph) and prepare.signature(
+            backend, score, dropout_p, return_attention_weights, H, D, Dv, q.dtype,
+            bias_heads) not in graph.cache:  # once per graph and signature (see .prepare)
+        opts = dict(bias_heads=bias_heads, score=score, dropout_p=dropout_p,
+                    return_attention_weights=return_attention_weights, backend=backend)
+        run = prepare.prepare_outside if torch.compiler.is_compiling() else prepare.prepare
+        run(graph, H, D, Dv, q.dtype, **opts)
+    name = prepare.kernel_for(graph, backend, score, dropout_p, return_attention_weights)
     if name in ("dense", "tiled") and not finite.isolated(name, graph, q, k, v):
         # a non-finite input would reach masked slots of SDPA (see .finite): the CSR kernel, or
         # the reference for dropout, reads exactly the graph's edges
         name = "csr" if dropout_p == 0.0 else "reference"
-    _guard(name, graph, q, k, v, edge_bias, dropout_p)
+    prepare.guard(name, graph, n_dst, n_src, H, D, Dv, q.dtype, bias_heads, dropout_p > 0.0)
     edges = (lambda: graph.edge_index) if edge_index is None else (lambda: edge_index)
     kw = {"edge_bias": edge_bias, "score": score, "score_weight": score_weight, "scale": scale}
     if name == "reference":
@@ -108,8 +89,7 @@ def dispatch(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor | None, 
     if score == "general":
         qs, sdpa_scale = prepare_query(qs, score, score_weight, None, head_dim=-2), 1.0
     else:
-        sdpa_scale = 1.0 if score == "dot" else (1.0 / math.sqrt(q.size(-1)) if scale is None
-                                                 else scale)
+        sdpa_scale = 1.0 if score == "dot" else (1.0 / math.sqrt(D) if scale is None else scale)
     bias = None if edge_bias is None else edge_bias.to(qs.dtype)
     if name == "dense":
         out = dense.attention(qs, ks, vs, graph, edge_index, bias, sdpa_scale, dropout_p)
@@ -120,20 +100,6 @@ def dispatch(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor | None, 
         return out
     _, alpha = _csr(q, k, v, graph, edges(), **kw)
     return out, alpha.to(q.dtype)
-
-
-def _guard(name, graph, q, k, v, edge_bias, dropout_p) -> None:
-    """The memory guard for kernel ``name`` (the estimate is cached per graph and shape)."""
-    n_dst, H, D = q.shape
-    n_src, Dv = k.size(0), v.size(-1)
-    E = graph.num_edges if isinstance(graph, TokenGraph) else graph.size(1)
-    bias_heads = 0 if edge_bias is None else edge_bias.size(1)
-    itemsize = compute_dtype(q.dtype).itemsize
-    dropout = dropout_p > 0.0
-    est = plan.cached(graph, ("estimate", name, H, D, Dv, itemsize, bias_heads, dropout),
-                      lambda: _estimate(name, graph, n_dst, n_src, E, H, D, Dv, itemsize,
-                                        bias_heads, dropout))
-    memory.guard(name, est, lambda: _describe(graph, n_dst, n_src, E, H, D, Dv))
 
 
 def _csr(q, k, v, graph, edge_index, *, edge_bias, score, score_weight, scale):

@@ -116,6 +116,16 @@ def layout(graph, edge_index: Tensor | None, n_dst: int, n_src: int) -> Layout:
     return cached(graph, "dense", lambda: _build(graph, edge_index, n_dst, n_src))
 
 
+def prepare(graph, n_dst: int, n_src: int, dtype: torch.dtype, with_bias: bool) -> None:
+    """Build (and cache) everything :func:`attention` reads for this graph, dtype and bias, so a
+    compiled call finds it on the graph instead of building it inside the traced graph."""
+    lay = layout(graph, None, n_dst, n_src)
+    if lay.mask is not None:
+        _additive(graph, lay.mask, dtype)
+    if with_bias:
+        cached(graph, "dense_edge_pos", lambda: _edge_pos(graph, None, lay.B, lay.T, lay.S))
+
+
 def _to_bhtd(x: Tensor, B: int, T: int, gather: Tensor | None) -> Tensor:
     """``[N, H, D] -> [B, H, T, D]``: a view for equal lengths, one padded gather otherwise."""
     if gather is not None:

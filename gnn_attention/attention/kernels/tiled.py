@@ -127,6 +127,14 @@ def _additive(graph, mask: Tensor, dtype: torch.dtype) -> Tensor:
                   .masked_fill(~mask, float("-inf")))
 
 
+def prepare(graph: TokenGraph, dtype: torch.dtype, with_bias: bool) -> None:
+    """Build (and cache) the tiles, their mask in ``dtype`` and, with a bias, the edge slots."""
+    tl = cached(graph, "tiled", lambda: _build(graph))
+    _additive(graph, tl.mask, dtype)
+    if with_bias:
+        cached(graph, "tiled_edge_slots", lambda: _edge_slots(graph, tl))
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, graph: TokenGraph, edge_bias: Tensor | None,
               scale: float) -> Tensor:
     """``out [N, H, Dv]`` for a window graph, ``score(q, k) = scale q.k (+ bias)``.
