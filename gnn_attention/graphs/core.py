@@ -105,6 +105,8 @@ class TokenGraph:
                                    pattern.allows or predicate(pattern.name, pattern.params)))
         elif validate:
             put("pattern", _check_edges(self, edge_index, rowptr))
+            if edge_attr is not None:
+                check_edge_attr(edge_attr, edge_index.size(1))
 
     def __setattr__(self, name, value):
         raise AttributeError(f"TokenGraph is immutable (cannot set {name!r}); build a new graph")

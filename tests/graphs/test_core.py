@@ -162,6 +162,8 @@ def test_hand_built_label_and_pointers_are_checked():
     args[0] = g.edge_index.int()
     with pytest.raises(TypeError, match="int64"):
         TokenGraph(*args)
+    with pytest.raises(ValueError, match="2 rows but edge_index has 9 edges"):
+        TokenGraph(*explicit(g), edge_attr=torch.zeros(2))
     with pytest.raises(ValueError, match="not a structured pattern"):
         structured_graph(G.Pattern("custom"), torch.tensor([3]), torch.tensor([3]), False)
 
