@@ -31,7 +31,7 @@ from gnn_attention.attention import edge_features
 from gnn_attention.attention.functional import graph_attention
 from gnn_attention.attention.math import compute_dtype, edge_scores, segment_softmax
 from gnn_attention.graphs import TokenGraph, check_edge_index
-from gnn_attention.graphs.pyg import SparseTensor, add_self_loops, to_edge_index
+from gnn_attention.graphs.pyg import SparseTensor, add_self_loops, sorted_graph, to_edge_index
 
 HOOKS = ("_propagate_forward_pre_hooks", "_propagate_forward_hooks", "_message_forward_pre_hooks",
          "_message_forward_hooks", "_aggregate_forward_pre_hooks", "_aggregate_forward_hooks",
@@ -48,13 +48,15 @@ class Edges:
     """A layer's edge input, normalised: what runs (``graph``: a TokenGraph or ``[2, E]`` int64),
     the edge features ``edge_attr [E, F]`` and ``edge_bias [E, H]`` (or None) in the order of
     :attr:`edge_index`, and the input's kind (``"tensor"``, ``"graph"``, ``"sparse"``,
-    ``"sparse_tensor"``) with the original input."""
+    ``"sparse_tensor"``) with the original input. ``fast``: for a raw input, the same edges as a
+    sorted TokenGraph for the kernels (its ``edge_perm`` maps them back to the caller's order)."""
 
     graph: Union[Tensor, TokenGraph]
     edge_attr: Optional[Tensor]
     edge_bias: Optional[Tensor]
     kind: str
     original: object
+    fast: Optional[TokenGraph] = None
 
     @property
     def edge_index(self) -> Tensor:
@@ -109,7 +111,10 @@ class AttentionMessagePassing(MessagePassing):
                                  "would have no bias); add the loops and their bias yourself")
             ei, edge_attr = add_self_loops(ei, min(n_src, n_dst), edge_attr, self.fill_value)
         self._check_per_edge(ei.size(1), edge_attr, edge_bias)
-        return Edges(ei, edge_attr, edge_bias, kind, edge_index)
+        # one host sort, rejecting duplicates; not while compiling (it reads the edges on the host,
+        # and compiled graphs run the reference form anyway)
+        fast = None if torch.compiler.is_compiling() else sorted_graph(ei, n_src, n_dst)
+        return Edges(ei, edge_attr, edge_bias, kind, edge_index, fast)
 
     def _graph_edges(self, graph: TokenGraph, edge_attr, edge_bias) -> Edges:
         if self.add_self_loops:
@@ -161,16 +166,19 @@ class AttentionMessagePassing(MessagePassing):
         """
         if self.backend == "message_passing" or self.observed():
             return self._message_passing(q, k, v, edges, edge_kv, dropout_p)
-        bias = edges.edge_bias
+        g = edges.graph if edges.fast is None else edges.fast
+        perm = None if edges.fast is None else edges.fast.edge_perm
+        to_graph = lambda t: t if perm is None or t is None else t.index_select(0, perm)  # noqa: E731
+        bias = to_graph(edges.edge_bias)
         if edge_kv is not None and edges.edge_attr.size(0) == 0:
             edge_kv = None  # no edge: nothing to add (the sparse products dislike nnz = 0)
         if edge_kv is not None:  # only now are the edges read (a structured graph builds them)
-            a, w = edge_kv[0].to(q.dtype), edge_kv[1].to(q.dtype)
-            m = edge_features.edge_matrix(edges.graph, edges.edge_index[1], q.size(0), q.size(1))
+            a, w = to_graph(edge_kv[0]).to(q.dtype), edge_kv[1].to(q.dtype)
+            m = edge_features.edge_matrix(g, g.edge_index[1], q.size(0), q.size(1))
             kb = edge_features.key_bias(q, a, w, m, scale)
             bias = kb if bias is None else bias + kb
         try:
-            res = graph_attention(q, k, v, edges.graph, edge_bias=bias, score=self.score,
+            res = graph_attention(q, k, v, g, edge_bias=bias, score=self.score,
                                   score_weight=self.score_weights(), dropout_p=dropout_p,
                                   return_attention_weights=need_alpha or edge_kv is not None,
                                   strict=self.strict, backend=self.backend)
@@ -179,15 +187,13 @@ class AttentionMessagePassing(MessagePassing):
         out, alpha = res if isinstance(res, tuple) else (res, None)
         if edge_kv is not None:  # the weights already carry dropout: the same as the values saw
             out = out + edge_features.value_sum(alpha.to(q.dtype), a, w, m).to(out.dtype)
+        if perm is not None and alpha is not None:  # back to the caller's edge order
+            alpha = alpha.new_zeros(alpha.shape).index_copy(0, perm, alpha)
         return out, alpha
 
     def _message_passing(self, q, k, v, edges: Edges, edge_kv, dropout_p):
-        ei = edges.edge_index
-        if edges.kind != "graph":  # a TokenGraph's edges are checked when it is built
-            try:
-                check_edge_index(ei, k.size(0), q.size(0))
-            except ValueError as err:
-                _reraise_with_hint(err)
+        ei = edges.edge_index  # the caller's order: explain masks follow it (duplicates were
+        # rejected when the input was normalised)
         if self.strict and q.size(0) and int(torch.bincount(ei[1], minlength=q.size(0)).min()) == 0:
             raise ValueError("strict=True: a target node has no incoming edge")
         dtype = compute_dtype(q.dtype)
