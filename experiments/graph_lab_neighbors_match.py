@@ -46,9 +46,9 @@ MODELS = ("gin", "graph_attn", "exphormer", "full")
 class Config:
     depths: tuple = (2, 3, 4)
     models: tuple = MODELS
-    samples: int = 1000
+    samples: int = 500
     batch_size: int = 100
-    epochs: int = 40
+    epochs: int = 30
     channels: int = 32
     heads: int = 4
     lr: float = 2e-3
