@@ -9,7 +9,7 @@ from torch_geometric.utils import to_torch_coo_tensor, to_torch_csc_tensor, to_t
 
 from gnn_attention import graphs
 from gnn_attention.graphs.pyg import (add_self_loops, batch_lengths, from_batch,
-                                      is_sparse_adjacency, to_edge_index)
+                                      is_sparse_adjacency, sorted_graph, to_edge_index)
 
 N_SRC, N_DST = 7, 5
 
@@ -87,3 +87,16 @@ def test_batch_errors():
         from_batch(torch.tensor([0, 0]), pattern="window")
     with pytest.raises(ValueError, match="pattern"):
         from_batch(torch.tensor([0, 0]), pattern="ring")
+
+
+def test_sorted_graph_keeps_the_callers_order():
+    ei = edges()
+    g = sorted_graph(ei, N_SRC, N_DST)
+    assert torch.equal(g.edge_index, ei[:, g.edge_perm])  # sorted k holds caller's edge_perm[k]
+    key = g.edge_index[1] * N_SRC + g.edge_index[0]
+    assert bool((key[1:] > key[:-1]).all()) and g.num_src == N_SRC and g.num_dst == N_DST
+    assert torch.equal(g.rowptr.diff(), torch.bincount(ei[1], minlength=N_DST))
+    s = g.edge_index
+    assert sorted_graph(s, N_SRC, N_DST).edge_perm is None
+    with pytest.raises(ValueError, match="coalesce"):
+        sorted_graph(torch.cat([ei, ei[:, 3:4]], dim=1), N_SRC, N_DST)
