@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 import gnn_attention
+from gnn_attention import graphs
 
 B, T, S, C, H = 3, 5, 7, 33, 3
 
@@ -98,3 +99,39 @@ def test_bad_masks(kw, match):
 def test_bad_inputs_are_rejected():
     with pytest.raises(AssertionError, match="3-D"):
         pair(batch_first=True)[1](torch.randn(1, 2, 3, C), torch.randn(1, 2, 3, C), torch.randn(1, 2, 3, C))
+
+
+def test_recognised_masks_map_to_cached_structured_graphs():
+    from gnn_attention.graphs.masks import is_causal_mask, masks_to_graph, suffix_lengths
+
+    b, t, h = 3, 5, 2
+    causal_f = torch.nn.Transformer.generate_square_subsequent_mask(t)
+    pad = torch.arange(t).view(1, t) >= torch.tensor([5, 2, 0]).view(b, 1)
+    holes = pad.clone()
+    holes[0, 1] = True
+    assert suffix_lengths(pad) == (5, 2, 0) and suffix_lengths(holes) is None
+    assert is_causal_mask(causal_f) and is_causal_mask(causal_f.isinf())
+    assert not is_causal_mask(causal_f.T) and not is_causal_mask(causal_f.requires_grad_())
+    causal_f = causal_f.detach()
+    cases = [({}, False, "full", False), ({"attn_mask": causal_f}, False, "causal", False),
+             ({}, True, "causal", False), ({"key_padding_mask": pad}, False, "padded_prefix", False),
+             ({"key_padding_mask": pad, "attn_mask": causal_f.isinf()}, False, "padded_prefix",
+              False),
+             ({"attn_mask": torch.randn(t, t)}, False, "full", True),
+             ({"key_padding_mask": holes}, False, "dense_mask", False)]
+    for kw, is_causal, name, has_bias in cases:
+        args = (b, t, t, h, kw.get("key_padding_mask"), kw.get("attn_mask"), is_causal,
+                torch.float32, "cpu")
+        g, bias = masks_to_graph(*args)
+        assert g.pattern.name == name and (bias is not None) == has_bias
+        if name != "dense_mask":
+            assert masks_to_graph(*args)[0] is g  # cached: the same object, its plan reused
+        # Same edges as the entry-by-entry conversion of the combined dense mask.
+        blocked = torch.zeros(b, t, t, dtype=torch.bool)
+        if "key_padding_mask" in kw:
+            blocked |= kw["key_padding_mask"].view(b, 1, t)
+        if "attn_mask" in kw and kw["attn_mask"].dtype == torch.bool:
+            blocked |= kw["attn_mask"]
+        if is_causal or (kw.get("attn_mask") is causal_f):
+            blocked |= torch.ones(t, t, dtype=torch.bool).triu(1)
+        assert torch.equal(g.edge_index, graphs.from_dense_mask(blocked, "mha").edge_index)
