@@ -125,7 +125,7 @@ def test_edge_features_fast_equals_message_passing_and_reference(setup, edge_mod
     a = torch.randn(ei.size(1), F)
     expected, alpha_ref = dense_reference(conv, x, ei, edge_attr=a)
     xs = [x.clone().requires_grad_() for _ in range(2)]
-    outs, grads = [], []
+    grads = []
     for backend, xr in zip(("auto", "message_passing"), xs):
         conv.backend = backend
         out, (_, alpha) = conv(xr, ei, a, return_attention_weights=True)  # positional edge_attr
@@ -211,7 +211,7 @@ def test_gnn_explainer_edge_mask_gets_gradients(setup):
     assert mask.grad is not None and bool(mask.grad.abs().gt(0).all())
     # the mask scales each message: sigmoid(m) alpha_ij v_j
     clear_masks(model)
-    q, k, v = model.conv.project(x, x, x)
+    _, _, v = model.conv.project(x, x, x)
     _, (_, alpha) = model.conv(x, ei, return_attention_weights=True)
     scaled = torch.zeros(N, H, D).index_add(0, ei[1], (alpha * mask.sigmoid()[:, None])[..., None]
                                              * v[ei[0]])
