@@ -62,7 +62,7 @@ def run_faulty(run_dir: Path, body: str) -> subprocess.CompletedProcess:
     The child uses this process's thread count: float sums (and so the bits that resuming must
     reproduce) depend on how the work is split between threads."""
     script = (f"import os, signal, sys, json, resource\nimport torch\n"
-              f"from gnn_attention import train as T, checkpoint as C\n"
+              f"from gnn_attention.training import checkpoint as C, loop as T\n"
               f"torch.set_num_threads({torch.get_num_threads()})\n{body}\n"
               f"T.train(T.TrainConfig.from_json(json.loads(sys.argv[1])), sys.argv[2], "
               f"progress=False, log=lambda *_: None)\n")
