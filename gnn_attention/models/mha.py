@@ -146,24 +146,25 @@ class MultiheadAttention(MultiheadAttentionConv):
             key_padding_mask = key_padding_mask.unsqueeze(0)
         self._check(query, key, value)
         (B, T, C), S = query.shape, key.size(1)
-        flat = lambda x: x.reshape(-1, x.size(-1))  # noqa: E731
-        xq = flat(query)
-        q, k, v = self.project(xq, xq, xq) if same else self.project(flat(key), flat(value), xq)
         extra = int(self.bias_k is not None) + int(self.add_zero_attn)
-        if extra:
-            k, v = self._extra_keys(k, v, B)
-            if is_causal:  # causal over the S keys; the extra keys stay visible to every query
-                attn_mask = attn_mask if attn_mask is not None else torch.ones(
-                    T, S, dtype=torch.bool, device=query.device).triu(1)
-                is_causal = False
+        if extra and is_causal:  # causal over the S keys; the extra keys stay visible to all
+            attn_mask = attn_mask if attn_mask is not None else torch.ones(
+                T, S, dtype=torch.bool, device=query.device).triu(1)
+            is_causal = False
+        # The masks are checked (and their graph built or found in the cache) before any work.
         graph, edge_bias = masks_to_graph(B, T, S + extra, self.num_heads,
                                           _pad_keys(key_padding_mask, extra),
                                           _pad_keys(attn_mask, extra), is_causal, dtype,
                                           query.device)
+        flat = lambda x: x.reshape(-1, x.size(-1))  # noqa: E731
+        xq = flat(query)
+        q, k, v = self.project(xq, xq, xq) if same else self.project(flat(key), flat(value), xq)
+        if extra:
+            k, v = self._extra_keys(k, v, B)
         # q, k, v already have the autocast dtype; inside, the kernels keep their own precision
         # (the CSR kernel's sparse products have no bfloat16 form under autocast).
-        cpu_autocast = torch.is_autocast_enabled(q.device.type)
-        with torch.autocast(q.device.type, enabled=False) if cpu_autocast else \
+        autocast_on = torch.is_autocast_enabled(q.device.type)
+        with torch.autocast(q.device.type, enabled=False) if autocast_on else \
                 contextlib.nullcontext():
             res = self.attend(q, k, v, graph, edge_bias, need_weights)
         out = self.merge_heads(res[0] if need_weights else res).view(B, T, C)
