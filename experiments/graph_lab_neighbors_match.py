@@ -157,13 +157,15 @@ def _edges(prog) -> int:
 
 def train_and_evaluate(cfg: Config, workdir: Path, name: str) -> dict:
     torch.set_num_threads(cfg.threads)
-    rows = [run_one(m, r, cfg) for r in cfg.depths for m in cfg.models]
-    result = {"config": asdict(cfg), "torch": torch.__version__, "rows": rows}
+    result = {"config": asdict(cfg), "torch": torch.__version__, "rows": []}
     (workdir / "results").mkdir(parents=True, exist_ok=True)
-    (workdir / "results" / f"{name}.json").write_text(json.dumps(result, indent=1))
-    for r in rows:
-        print(f"r={r['depth']} {r['model']:10s} train acc {r['train_accuracy']:.3f} "
-              f"({r['edges_per_node']:.1f} edges/node, {r['seconds']:.0f} s)")
+    for r in cfg.depths:
+        for m in cfg.models:  # the file is rewritten after every run: a stopped sweep keeps its rows
+            row = run_one(m, r, cfg)
+            result["rows"].append(row)
+            (workdir / "results" / f"{name}.json").write_text(json.dumps(result, indent=1))
+            print(f"r={row['depth']} {row['model']:10s} train acc {row['train_accuracy']:.3f} "
+                  f"({row['edges_per_node']:.1f} edges/node, {row['seconds']:.0f} s)", flush=True)
     return result
 
 
