@@ -10,6 +10,10 @@ from gnn_attention.cli.errors import UserError
 from gnn_attention.training.data import DEFAULT_TASK, TASKS, load_task
 from gnn_attention.training.presets import PRESETS
 
+# Measured (docs/reliability.md, section 8): en-de tiny, 20 steps, interleaved in one process on
+# 2 cores at load average 11-19: median 0.39 s per step with 1 thread, 15.7 s with 2.
+DEFAULT_THREADS = 1
+
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train the graph Transformer on an offline task")
@@ -29,9 +33,10 @@ def register(sub) -> None:
                    help="start afresh even if <run-dir> holds a checkpoint of an earlier run")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's choice); 1 is fastest when the "
-                        "cores are shared with other jobs")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help=f"CPU threads for torch (default {DEFAULT_THREADS}: on a 2-core machine "
+                        "shared with other jobs, 2 threads made each step about 40x slower); "
+                        "raise it on an idle multi-core machine")
     p.add_argument("--max-number", type=int, default=None,
                    help="number tasks: largest number generated (default 9999)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -50,14 +55,12 @@ def run(args) -> int:
     from gnn_attention.training.checkpoint import CheckpointError
     from gnn_attention.training.loop import TrainConfig, TrainingError, train
 
-    if args.threads is not None:
-        cores = available_cores()
-        if args.threads < 1:
-            raise UserError(f"--threads must be >= 1, got {args.threads}")
-        if args.threads > cores:  # torch would start the threads anyway (100000 segfaults)
-            raise UserError(f"--threads {args.threads} is more than the {cores} CPU cores this "
-                            f"process may use")
-        torch.set_num_threads(args.threads)
+    cores = available_cores()
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.threads > cores:  # torch would start the threads anyway (100000 segfaults)
+        raise UserError(f"--threads {args.threads} is more than the {cores} CPU cores this "
+                        f"process may use")
     task_params = {}
     if args.max_number is not None:
         if "max_number" not in TASKS[args.task].params:
@@ -75,14 +78,17 @@ def run(args) -> int:
     except ValueError as err:
         raise UserError(str(err)) from err
     run_dir = args.run_dir or f"runs/{args.task}-{args.preset}"
+    previous_threads = torch.get_num_threads()
     try:
         if args.resume and args.overwrite:
             raise UserError("--resume and --overwrite exclude each other")
+        torch.set_num_threads(args.threads)  # restored below: main() may be called in-process
         results = train(cfg, run_dir, resume=args.resume, progress=not args.no_progress,
                         overwrite=args.overwrite)
     except (CheckpointError, TrainingError) as err:
         raise UserError(str(err)) from err
     finally:
+        torch.set_num_threads(previous_threads)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # started by train() under torchrun
     print(f"run directory: {run_dir}")
