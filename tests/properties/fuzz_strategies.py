@@ -185,3 +185,19 @@ def dense_mask(ei: torch.Tensor, n_src: int, n_dst: int, edge_bias: Optional[tor
     Hb = edge_bias.size(1)
     m = torch.full((n_dst, n_src, Hb), float("-inf"), dtype=dtype)
     return m.index_put((ei[1], ei[0]), edge_bias).permute(2, 0, 1).unsqueeze(0)
+
+
+@st.composite
+def poisoned(draw, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    """Copies of q, k, v with a few entries set to NaN, +inf or -inf (at least one when any tensor
+    has entries), at random nodes, heads and widths: the non-finite fuzz cases."""
+    out = [t.detach().clone() for t in (q, k, v)]
+    live = [i for i, t in enumerate(out) if t.numel()]
+    if not live:
+        return tuple(out)
+    for _ in range(draw(st.integers(1, 3))):
+        t = out[draw(st.sampled_from(live))]
+        flat = t.view(-1)
+        flat[draw(st.integers(0, flat.numel() - 1))] = draw(
+            st.sampled_from([float("nan"), float("nan"), float("inf"), float("-inf")]))
+    return tuple(out)

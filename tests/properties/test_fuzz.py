@@ -13,6 +13,8 @@ Properties (each drawn ``max_examples`` times, see the profiles in ``tests/conft
   3. every backend in ``kernels.BACKENDS`` == ``backend="reference"`` (a backend that raises its
      documented "cannot serve this graph" error is skipped for that graph).
   4. a duplicated edge is rejected with the documented message, wherever edges enter.
+  5. non-finite inputs (NaN, +-inf in q, k, v): every backend gives the reference's NaN and inf
+     masks and its finite values; a sequence none of whose edges reads a bad value is finite.
 Graphs include empty graphs, empty sequences, one-node graphs, isolated targets, self-loops and
 very unequal source/target counts. Tolerances: float32 1e-5 abs (outputs, weights), 1e-4 for
 gradients (absolute up to unit scale, relative to max |gradient| beyond); float64 1e-10 / 1e-9.
@@ -30,8 +32,8 @@ from gnn_attention.attention import kernels
 from gnn_attention.attention.functional import dense_attention, graph_attention
 
 from fuzz_strategies import (TOL, assert_close, assert_grad_close, attention_inputs,  # isort: skip
-                             backend_cannot_serve, builder_graphs, dense_mask, random_graphs,
-                             token_graphs)
+                             backend_cannot_serve, builder_graphs, dense_mask, poisoned,
+                             random_graphs, token_graphs)
 
 
 def _loss_and_grads(out, alpha, wrt, gen_seed):
@@ -245,6 +247,36 @@ def test_every_backend_equals_reference(g, data, raw):
         for a, b in zip(_loss_and_grads(got, got_alpha, leaves, x.seed), ref_grads):
             assert torch.isfinite(a).all()
             assert_grad_close(a, b, tol_grad)
+
+
+@given(g=token_graphs(), data=st.data())
+def test_non_finite_inputs_reach_exactly_the_reference_rows(g, data):
+    x = data.draw(attention_inputs(g.num_src, g.num_dst, g.num_edges))
+    q, k, v = data.draw(poisoned(x.q, x.k, x.v))
+    kw = dict(edge_bias=x.edge_bias, score=x.score, score_weight=x.score_weight, scale=x.scale)
+    with torch.no_grad():
+        ref = graph_attention(q, k, v, g, backend="reference", **kw)
+        # per-sequence isolation, from the definition: a sequence whose inputs are all finite
+        # outputs finite values, whatever the other sequences hold
+        for b in range(g.batch_size):
+            s0, s1, d0, d1 = (int(t) for t in (g.src_ptr[b], g.src_ptr[b + 1], g.dst_ptr[b],
+                                                 g.dst_ptr[b + 1]))
+            if torch.isfinite(q[d0:d1]).all() and torch.isfinite(k[s0:s1]).all() \
+                    and torch.isfinite(v[s0:s1]).all():
+                assert torch.isfinite(ref[d0:d1]).all()
+        for backend in kernels.BACKENDS:
+            note(f"{g} backend={backend} {x.describe()}")
+            try:
+                got = graph_attention(q, k, v, g, backend=backend, **kw)
+            except Exception as exc:
+                if backend_cannot_serve(exc):
+                    continue
+                raise
+            event(f"non-finite, backend {backend}: compared")
+            assert torch.equal(got.isnan(), ref.isnan())
+            assert torch.equal(got.isinf(), ref.isinf())
+            ok = torch.isfinite(ref)
+            assert_close(got[ok], ref[ok], TOL[x.dtype][0])
 
 
 # ---------------------------------------------------------------------------------------------
