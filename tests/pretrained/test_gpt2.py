@@ -109,3 +109,26 @@ def test_bad_inputs_raise_before_computing():
         g(torch.zeros(1, 41, dtype=torch.long))
     with pytest.raises(ValueError, match="max_new_tokens"):
         g.generate(ids, max_new_tokens=0)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_generate_with_sequences_ending_early(num_beams):
+    """A vocabulary of 11 makes EOS frequent: sequences end mid-way (greedy pads them), finished
+    beam hypotheses compete with running ones, and transformers' fill rule applies (pad id 0 is
+    falsy, so EOS fills)."""
+    torch.manual_seed(3)
+    cfg = transformers.GPT2Config(vocab_size=11, n_positions=40, n_embd=33, n_layer=2, n_head=3,
+                                  eos_token_id=3, bos_token_id=3, pad_token_id=0)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.normal_(0, 0.15)
+    ids = torch.randint(4, 11, (4, 5), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[1, :2], mask[3, :3] = 0, 0
+    theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False,
+                         num_beams=num_beams)
+    assert bool((theirs[:, 5:-1] == 3).any())              # some sequence ended before the limit
+    ours = from_hf_gpt2(hf).generate(ids, attention_mask=mask, max_new_tokens=10,
+                                     num_beams=num_beams)
+    assert torch.equal(ours, theirs)
