@@ -68,10 +68,6 @@ def dispatch(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor | None, 
         run = prepare.prepare_outside if torch.compiler.is_compiling() else prepare.prepare
         run(graph, H, D, Dv, q.dtype, **opts)
     name = prepare.kernel_for(graph, backend, score, dropout_p, return_attention_weights)
-    if name in ("dense", "tiled") and not finite.isolated(name, graph, q, k, v):
-        # a non-finite input would reach masked slots of SDPA (see .finite): the CSR kernel, or
-        # the reference for dropout, reads exactly the graph's edges
-        name = "csr" if dropout_p == 0.0 else "reference"
     prepare.guard(name, graph, n_dst, n_src, H, D, Dv, q.dtype, bias_heads, dropout_p > 0.0)
     edges = (lambda: graph.edge_index) if edge_index is None else (lambda: edge_index)
     kw = {"edge_bias": edge_bias, "score": score, "score_weight": score_weight, "scale": scale}
@@ -95,6 +91,12 @@ def dispatch(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor | None, 
         out = dense.attention(qs, ks, vs, graph, edge_index, bias, sdpa_scale, dropout_p)
     else:
         out = tiled.attention(qs, ks, vs, graph, bias, sdpa_scale)
+    if not finite.isolated(name, graph, out):
+        # a non-finite input reached a slot SDPA computes but the graph lacks (see .finite): the
+        # CSR kernel, or the reference for dropout, reads exactly the graph's edges
+        return dispatch(q, k, v, graph, edge_index, **kw, dropout_p=dropout_p,
+                        return_attention_weights=return_attention_weights,
+                        backend="csr" if dropout_p == 0.0 else "reference")
     out = out.to(v.dtype)
     if not return_attention_weights:
         return out
