@@ -6,7 +6,7 @@ import itertools
 import pytest
 import torch
 
-import gnn_attention.attention.conv as conv
+import gnn_attention.attention.pyg_layer as conv  # where the layer calls graph_attention
 from gnn_attention.models import Seq2SeqConfig, Seq2SeqModel
 from gnn_attention.models.decoding import beam_search, gnmt_length_penalty, greedy_decode
 
