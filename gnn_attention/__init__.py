@@ -38,7 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AttentionMemoryError", "DecoderOnlyConfig", "DecoderOnlyModel", "EncoderOnlyConfig",
     "EncoderOnlyModel", "KVCache", "MultiheadAttention", "MultiheadAttentionConv", "Seq2SeqConfig",
-    "Seq2SeqModel", "TokenGraph", "Transformer", "TransformerConfig", "__version__", "beam_search",
+    "Seq2SeqModel", "TokenGraph", "Transformer", "TransformerConv", "TransformerConfig", "__version__", "beam_search",
     "decoding", "dense_attention", "deterministic", "graph_attention", "graphs", "greedy_decode",
     "load_bert", "minilm_directory", "pool", "positional", "pretrained", "sentence_embeddings",
 ]
