@@ -195,3 +195,15 @@ def test_all_finite_detects_every_kind_of_bad_value():
         assert not all_finite(x, y)
     z = torch.tensor([INF, -INF])  # inf - inf: still caught
     assert not all_finite(z) and all_finite(torch.zeros(0))
+
+
+@pytest.mark.parametrize("build", [lambda: graphs.full([5]), lambda: graphs.causal([1])],
+                         ids=["full", "causal_one_token"])
+def test_sdpa_dropping_a_nan_query_is_caught(build):
+    """With D = 1, SDPA returned 0 for a NaN query where the reference gives NaN."""
+    g = build()
+    q, k, v = torch.randn(g.num_dst, 1, 1), torch.randn(g.num_src, 1, 1), torch.randn(g.num_src, 1, 1)
+    q[0] = NAN
+    ref = graph_attention(q, k, v, g, backend="reference")
+    for kernel in ("auto", "dense"):
+        assert torch.equal(graph_attention(q, k, v, g, backend=kernel).isnan(), ref.isnan())

@@ -91,7 +91,7 @@ def dispatch(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor | None, 
         out = dense.attention(qs, ks, vs, graph, edge_index, bias, sdpa_scale, dropout_p)
     else:
         out = tiled.attention(qs, ks, vs, graph, bias, sdpa_scale)
-    if not finite.isolated(name, graph, out):
+    if not finite.isolated(name, q, k, v):
         # a non-finite input reached a slot SDPA computes but the graph lacks (see .finite): the
         # CSR kernel, or the reference for dropout, reads exactly the graph's edges
         return dispatch(q, k, v, graph, edge_index, **kw, dropout_p=dropout_p,

@@ -68,15 +68,6 @@ def _sdpa_causal(graph, T: int, S: int) -> bool:
     return align == "top_left" or T == S
 
 
-def masked_inputs(graph) -> str:
-    """Which of q, k, v can reach a slot SDPA computes but the graph lacks (see :mod:`.finite`):
-    ``""`` for equal-length full/cross blocks, else ``"qkv"``."""
-    if not isinstance(graph, TokenGraph):
-        return "qkv"
-    n, name = lengths(graph), graph.pattern.name
-    return "" if name in ("full", "cross") and n.uniform else "qkv"
-
-
 def _build(graph, edge_index: Tensor | None, n_dst: int, n_src: int) -> Layout:
     if not isinstance(graph, TokenGraph):  # a raw edge_index: one sequence, mask = the edges
         B, T, S, uniform, name, dev = 1, n_dst, n_src, True, "custom", edge_index.device
