@@ -12,8 +12,10 @@ from gnn_attention.attention import (AttentionMemoryError, MultiheadAttentionCon
 from gnn_attention.graphs import TokenGraph
 from gnn_attention.models import (DecoderOnlyConfig, DecoderOnlyModel, EncoderOnlyConfig,
                                   EncoderOnlyModel, KVCache, MultiheadAttention, Seq2SeqConfig,
-                                  Seq2SeqModel, Transformer, TransformerConfig, beam_search,
-                                  decoding, greedy_decode, pool)
+                                  Seq2SeqModel, Transformer, TransformerConfig, TransformerDecoder,
+                                  TransformerDecoderLayer, TransformerEncoder,
+                                  TransformerEncoderLayer, beam_search, decoding, greedy_decode,
+                                  pool)
 from gnn_attention.pretrained import load_bert, minilm_directory, sentence_embeddings
 from gnn_attention.training.determinism import deterministic
 
@@ -22,6 +24,7 @@ __all__ = [
     "AttentionMemoryError", "DecoderOnlyConfig", "DecoderOnlyModel", "EncoderOnlyConfig",
     "EncoderOnlyModel", "KVCache", "MultiheadAttention", "MultiheadAttentionConv", "Seq2SeqConfig",
     "Seq2SeqModel", "TokenGraph", "Transformer", "TransformerConfig", "TransformerConv",
+    "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder", "TransformerEncoderLayer",
     "__version__", "beam_search", "decoding", "dense_attention", "deterministic",
     "graph_attention", "graphs", "greedy_decode", "load_bert", "minilm_directory", "pool",
     "positional", "pretrained", "sentence_embeddings",
