@@ -242,3 +242,28 @@ def test_activation_names_and_config_validation():
         LayerConfig(activation="tanh")
     with pytest.raises(ValueError, match="activation"):
         Transformer(C, H, activation=3)
+
+
+def test_padding_without_memory_mask_matches_torch_math_path_not_its_nested_fast_path():
+    """torch's eval fast path (nested tensors: even head count, 2+ layers) zeroes the encoder output at padded source
+    positions; its math path (training mode) keeps the values. With ``src_key_padding_mask`` but
+    no ``memory_key_padding_mask`` the decoder reads those positions, so the two torch paths differ;
+    ours is the math path in both modes. Given the memory mask too, all three agree."""
+    from gnn_attention import Transformer
+
+    torch.manual_seed(0)
+    ref = nn.Transformer(d_model=16, nhead=4, num_encoder_layers=2, num_decoder_layers=1,
+                         dim_feedforward=20, dropout=0.0, batch_first=True)
+    ours = Transformer.from_torch(ref).eval()
+    src, tgt = torch.randn(2, 7, 16), torch.randn(2, 5, 16)
+    pad = torch.tensor([[False] * 7, [False] * 5 + [True] * 2])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's prototype nested-tensor warning
+        out = ours(src, tgt, src_key_padding_mask=pad)
+        math_path = ref.train()(src, tgt, src_key_padding_mask=pad)
+        fast_path = ref.eval()(src, tgt, src_key_padding_mask=pad)
+        both = dict(src_key_padding_mask=pad, memory_key_padding_mask=pad)
+        out_m, ref_m = ours(src, tgt, **both), ref.eval()(src, tgt, **both)
+    assert (out - math_path).abs().max() < 1e-5
+    assert (out - fast_path).abs().max() > 1e-2  # the documented difference
+    assert (out_m - ref_m).abs().max() < 1e-5
