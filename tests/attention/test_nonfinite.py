@@ -168,11 +168,13 @@ def test_non_real_edge_bias_is_rejected(dtype):
         graph_attention(q, k, v, g, edge_bias=bias)
 
 
-def test_memory_limit_below_one_byte_keeps_the_guard(monkeypatch):
+def test_memory_limit_below_one_byte_is_an_error_not_off(monkeypatch):
     g = graphs.full([6])
     q, k, v = _inputs(g)
     monkeypatch.setenv(memory.ENV_VAR, "0.5")
-    assert memory.limit() == 1
+    with pytest.raises(ValueError, match="byte count of at least 1"):
+        graph_attention(q, k, v, g)
+    monkeypatch.setenv(memory.ENV_VAR, "1")
     with pytest.raises(AttentionMemoryError, match="limit of 1 B"):
         graph_attention(q, k, v, g)
 
@@ -182,7 +184,7 @@ def test_memory_limit_beyond_range_is_a_clear_error(monkeypatch, text):
     g = graphs.full([6])
     q, k, v = _inputs(g)
     monkeypatch.setenv(memory.ENV_VAR, text)
-    with pytest.raises(ValueError, match="must be at most 1e\\+30 bytes"):
+    with pytest.raises(ValueError, match="at most 1e\\+30"):
         graph_attention(q, k, v, g)
 
 
