@@ -73,6 +73,12 @@ def from_pretrained(path, dtype=None) -> nn.Module:
         FileNotFoundError: no ``config.json`` in ``path``.
         TypeError: its ``architectures`` entry is not one of :data:`FAMILIES`.
     """
+    return load_local(path, dtype)[1]
+
+
+def load_local(path, dtype=None):
+    """``(hf_model, graph_model)`` of a local checkpoint directory, both in eval mode (the pair
+    :func:`max_difference` compares); raises as :func:`from_pretrained`."""
     import transformers
 
     path = Path(path)
@@ -87,7 +93,8 @@ def from_pretrained(path, dtype=None) -> nn.Module:
     hf_model = getattr(transformers, known[0]).from_pretrained(str(path), local_files_only=True)
     if dtype is not None:
         hf_model = hf_model.to(dtype)
-    return from_transformers(hf_model.eval())
+    hf_model = hf_model.eval()
+    return hf_model, from_transformers(hf_model)
 
 
 def max_difference(hf_model, graph_model, input_ids, attention_mask=None, **decoder) -> float:
