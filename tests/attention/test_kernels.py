@@ -260,3 +260,16 @@ def test_auto_plan_sparse_graphs_run_csr():
     assert choose(graphs.window([90, 70], 2)) == "csr"
     assert choose(_random([60, 40], k=3)) == "csr"
     assert choose(_random([60, 40], k=3).edge_index) == "csr"
+
+
+@pytest.mark.parametrize("lengths", [[], [0], [0, 0]])
+@pytest.mark.parametrize("backend", ["auto", "reference", "dense", "tiled", "csr"])
+def test_empty_window_batches_with_a_bias_run_on_every_backend(lengths, backend):
+    """No sequence, or sequences of length 0 (found by the fuzz suite: the tiled kernel divided
+    by B * d = 0 when addressing the bias slots)."""
+    g = graphs.window(lengths, 2)
+    q = torch.randn(0, 1, 3, requires_grad=True)
+    out = graph_attention(q, torch.randn(0, 1, 3), torch.randn(0, 1, 3), g,
+                          edge_bias=torch.zeros(0, 1), backend=backend)
+    out.sum().backward()
+    assert out.shape == (0, 1, 3) and q.grad.shape == (0, 1, 3)

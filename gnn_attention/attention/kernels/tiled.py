@@ -104,14 +104,16 @@ def _build(graph: TokenGraph) -> Tiles:
     band = (cc >= 0) & (cc <= a + b)                           # u' - u in [-a, b]
     mask = (band.view(1, 1, K, L) & k_ok.view(G, M + c, 1, L)).view(G * (M + c), 1, K, L)
     node = torch.arange(N, device=dev)
-    tt = node % T
-    out_idx = (node // T * d + tt % d) * P + tt // d
+    tt = node % max(T, 1)  # T = 0: no node
+    out_idx = (node // max(T, 1) * d + tt % d) * P + tt // d
     return Tiles(G * (M + c), K, L, q_idx, k_idx, out_idx, mask)
 
 
 def _edge_slots(graph: TokenGraph, tl: Tiles) -> Tensor:
     """Flat position of every edge in the ``[G (M + c), K, L]`` tile grid."""
     T, d, a, _, _, K = _shape(graph)
+    if graph.num_edges == 0:  # also B = 0 or T = 0: no slot to address
+        return torch.zeros(0, dtype=torch.long, device=graph.device)
     per_g = tl.R // (lengths(graph).B * d)  # M + c tiles per subsequence
     src, dst = graph.edge_index
     seq, t, s = dst // T, dst % T, src % T
