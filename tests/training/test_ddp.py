@@ -1,8 +1,10 @@
 """DistributedDataParallel on 2 CPU processes (gloo): the averaged gradients equal the gradients of
 one process on the whole batch, and the training entry point runs under a torchrun-like
 environment with only rank 0 writing."""
+import datetime
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -40,10 +42,24 @@ def _setup():
     return build_model(CFG.model, src_tok, tgt_tok), examples
 
 
-def _grad_worker(rank: int, world: int, port: int, out: str) -> None:
+def _spawn(fn, args, seconds: float = 180.0) -> None:
+    """``mp.spawn`` with a deadline: a rendezvous that never completes fails the test instead of
+    waiting for gloo's 30-minute default timeout."""
+    ctx = mp.spawn(fn, args=args, nprocs=2, join=False)
+    deadline = time.monotonic() + seconds
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                proc.kill()
+            pytest.fail(f"the 2 worker processes did not finish within {seconds:.0f} s")
+
+
+def _grad_worker(rank: int, world: int, store: str, out: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
+    # Loopback only (no host-name lookup) and a file rendezvous (no port to race for).
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))
     try:
         model, examples = _setup()
         ddp = torch.nn.parallel.DistributedDataParallel(model)
@@ -59,7 +75,7 @@ def _grad_worker(rank: int, world: int, port: int, out: str) -> None:
 
 def test_ddp_averaged_gradients_equal_single_process(tmp_path):
     out = str(tmp_path / "grads.pt")
-    mp.spawn(_grad_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    _spawn(_grad_worker, (2, str(tmp_path / "store"), out))
     ddp_grads = torch.load(out, weights_only=True)
     model, examples = _setup()
     batch = collate(examples[:12])
@@ -75,7 +91,7 @@ def test_ddp_averaged_gradients_equal_single_process(tmp_path):
 def _train_worker(rank: int, world: int, port: int, run_dir: str) -> None:
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
     try:
         res = train(CFG, run_dir, progress=False, log=lambda *_: None)
         assert (res != {}) == (rank == 0)  # only rank 0 evaluates and reports
@@ -85,8 +101,9 @@ def _train_worker(rank: int, world: int, port: int, run_dir: str) -> None:
 
 @pytest.mark.slow  # two fresh interpreters importing torch: ~30 s on shared cores
 def test_train_entry_point_under_two_processes(tmp_path):
-    mp.spawn(_train_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    _spawn(_train_worker, (2, _free_port(), str(tmp_path)), seconds=600)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["checkpoint.pt", "config.json", "metrics.csv", "results.json"]
+    assert names == [".lock", "checkpoint.pt", "config.json", "metrics.csv", "results.json",
+                     "timing.json"]
     assert '"world_size": 2' in (tmp_path / "results.json").read_text()
 
