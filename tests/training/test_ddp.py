@@ -73,6 +73,9 @@ def _grad_worker(rank: int, world: int, store: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+# Slow: on the shared 2-core machine the two-process gloo rendezvous stalled twice in about fifty
+# runs (one worker waiting forever); the deadline in _spawn turns that into a failure after 3 min.
+@pytest.mark.slow
 def test_ddp_averaged_gradients_equal_single_process(tmp_path):
     out = str(tmp_path / "grads.pt")
     _spawn(_grad_worker, (2, str(tmp_path / "store"), out))
