@@ -172,3 +172,13 @@ def _beam(model, logits: Tensor, cache: Cache, prefix: Tensor, n: int, K: int,
         rows = (parent + torch.arange(B, device=dev)[:, None] * K).reshape(-1)
         logits, cache = model.decode_step(running[:, :, cur].reshape(-1), cache.select(rows.cpu()))
     return done_seq[:, 0, :P + int(done_len[:, 0].max())]
+
+
+def generate_seq2seq(model, input_ids: Tensor, attention_mask: Tensor | None = None,
+                     max_new_tokens: int = 20, num_beams: int = 1, **kwargs) -> Tensor:
+    """:func:`generate` for an encoder-decoder: the decoder prefix is the start token.
+
+    **Shapes:** ``[B, S]`` -> ``[B, 1 + n]``."""
+    start = torch.full((input_ids.size(0), 1), model.config.decoder_start_token_id,
+                       dtype=torch.long, device=input_ids.device)
+    return generate(model, input_ids, start, attention_mask, max_new_tokens, num_beams, **kwargs)

@@ -35,7 +35,7 @@ from gnn_attention.pretrained.blocks import (
     lengths_of,
     special_tokens,
 )
-from gnn_attention.pretrained.generation import Cache, extend, generate, step_graph
+from gnn_attention.pretrained.generation import Cache, extend, generate_seq2seq, step_graph
 
 
 @dataclass(frozen=True)
@@ -235,10 +235,8 @@ class T5Graph(nn.Module):
         """Decoder ids (start token first), as ``transformers``' ``generate(do_sample=False)``.
 
         **Shapes:** ``[B, S]`` -> ``[B, 1 + n]``."""
-        start = torch.full((input_ids.size(0), 1), self.config.decoder_start_token_id,
-                           dtype=torch.long, device=input_ids.device)
-        return generate(self, input_ids, start, attention_mask, max_new_tokens, num_beams,
-                        **kwargs)
+        return generate_seq2seq(self, input_ids, attention_mask, max_new_tokens, num_beams,
+                                **kwargs)
 
 
 T5_LAYER_NAMES = {"encoder": {"layer.0.SelfAttention": "self_attn", "layer.0.layer_norm": "norm_self",
