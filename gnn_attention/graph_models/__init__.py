@@ -7,6 +7,7 @@
     gps         ``GPSLayer``: PyG's ``GPSConv`` without padding (``from_pyg`` copies its weights)
     graphormer  ``GraphormerLayer``: all pairs with a per-head shortest-path bias
     exphormer   ``ExphormerLayer``: graph + expander + virtual-node edges, a bias per edge type
+    typed       per-type key/value offsets on a union of edge sets (``typed_attention``)
     bench       peak memory and time of ``GPSLayer`` against ``GPSConv`` on ragged batches
 
 May import :mod:`gnn_attention.graphs`, :mod:`gnn_attention.attention` and
@@ -17,7 +18,8 @@ from gnn_attention.graph_models.edge_path import EdgePathBias, EdgePaths, shorte
 from gnn_attention.graph_models.exphormer import ExphormerLayer, exphormer_inputs
 from gnn_attention.graph_models.gps import GPSLayer, all_pairs_attention
 from gnn_attention.graph_models.graphormer import GraphormerLayer, graphormer_inputs
+from gnn_attention.graph_models.typed import TypedKeyValue, typed_attention
 
 __all__ = ["EdgePathBias", "EdgePaths", "ExphormerLayer", "GPSLayer", "GraphormerLayer",
-           "all_pairs_attention", "edge_sets", "encodings", "exphormer_inputs", "graphormer_inputs",
-           "shortest_path_edges"]
+           "TypedKeyValue", "all_pairs_attention", "edge_sets", "encodings", "exphormer_inputs",
+           "graphormer_inputs", "shortest_path_edges", "typed_attention"]

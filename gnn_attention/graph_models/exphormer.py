@@ -5,6 +5,8 @@ Notation: N nodes of a mini-batch of G graphs (``batch [N]``), V virtual nodes p
 N' = N + G V nodes once they are appended, E' attention edges, K edge types, H heads, C channels.
 
     a^h_ij = q^h_i . k^h_j / sqrt(D) + sum_k [e_ij in set k] w^h_k
+    (``typed_kv=True``: k_j -> k_j + sum_k [e_ij in set k] a_k and v_j -> v_j + sum_k [..] b_k,
+    per-type key/value offsets, :mod:`~.typed`)
     h      = x' + Dropout(MHA(LN(x'); a))       x' = the nodes' states and the virtual nodes' states
     out    = h + FFN(LN(h))
 
@@ -29,6 +31,7 @@ from gnn_attention.graph_models.edge_sets import (
     typed_union,
     virtual_nodes,
 )
+from gnn_attention.graph_models.typed import TypedKeyValue
 
 EDGE_TYPES = ("graph", "expander", "virtual", "self")
 
@@ -60,19 +63,24 @@ class ExphormerLayer(nn.Module):
     Edge program: graph edges, expander edges, virtual <-> real edges of the same graph and self
     loops; edge attribute: the type membership, turned into ``edge_bias = edge_type @ W [K, H]``
     (an edge in two sets gets both biases). Virtual nodes start from a learned state per slot
-    (``virtual_state=None``) or carry the state returned by the previous layer.
+    (``virtual_state=None``) or carry the state returned by the previous layer. ``typed_kv=True``
+    also gives every edge type its own key and value offset per head
+    (:class:`~.typed.TypedKeyValue`, zero at initialisation).
 
     **Shapes:** ``x [N, C]``, ``virtual_state [G V, C]`` or None -> ``(out [N, C],
     virtual_out [G V, C])``.
     """
 
     def __init__(self, channels: int, heads: int, num_virtual: int = 1,
-                 ffn_channels: Optional[int] = None, dropout: float = 0.0, attn_dropout: float = 0.0):
+                 ffn_channels: Optional[int] = None, dropout: float = 0.0,
+                 attn_dropout: float = 0.0, typed_kv: bool = False):
         super().__init__()
         ffn = ffn_channels or channels
         self.channels, self.heads, self.num_virtual = channels, heads, num_virtual
         self.norm1 = nn.LayerNorm(channels)
         self.attn = MultiheadAttentionConv(channels, heads, dropout=attn_dropout)
+        self.typed_kv = TypedKeyValue(len(EDGE_TYPES), heads, channels // heads) \
+            if typed_kv else None
         self.type_bias = nn.Parameter(torch.empty(len(EDGE_TYPES), heads))
         self.virtual_init = nn.Parameter(torch.empty(num_virtual, channels))
         self.dropout = nn.Dropout(dropout)
@@ -86,6 +94,8 @@ class ExphormerLayer(nn.Module):
             m.reset_parameters()
         nn.init.zeros_(self.type_bias)
         nn.init.normal_(self.virtual_init, std=0.02)
+        if self.typed_kv is not None:
+            self.typed_kv.reset_parameters()
 
     def forward(self, x: Tensor, inputs: ExphormerInputs,
                 virtual_state: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
@@ -99,9 +109,17 @@ class ExphormerLayer(nn.Module):
         xa = x.new_empty(vn.batch.numel(), x.size(1))
         xa = xa.index_copy(0, vn.real, x).index_copy(0, vn.virtual.flatten(), virtual_state)
         bias = typed.edge_type.to(x.dtype) @ self.type_bias
-        h = xa + self.dropout(self.attn(self.norm1(xa), typed.graph, edge_bias=bias))
+        h = xa + self.dropout(self._attention(self.norm1(xa), typed, bias))
         h = h + self.ffn(self.norm2(h))
         return h.index_select(0, vn.real), h.index_select(0, vn.virtual.flatten())
+
+    def _attention(self, xn: Tensor, typed: TypedGraph, bias: Tensor) -> Tensor:
+        if self.typed_kv is None:
+            return self.attn(xn, typed.graph, edge_bias=bias)
+        q, k, v = self.attn.project(xn, xn, xn)
+        p = self.attn.dropout if self.training else 0.0
+        out = self.typed_kv(q, k, v, typed.graph, typed.edge_type, bias, p)
+        return self.attn.merge_heads(out)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.channels}, heads={self.heads}, "
