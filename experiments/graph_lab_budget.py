@@ -13,7 +13,9 @@ learned bias per edge type and head, then an FFN; every model has the same param
 Tasks:
 
 - Tree-NeighborsMatch at depth 4 (``graph_lab_neighbors_match``'s data, training and models:
-  r + 1 = 5 layers, its tree cap and 80 / 20 split), training and test accuracy.
+  r + 1 = 5 layers, its tree cap and 80 / 20 split), training and test accuracy. Runs with the
+  same configuration already in this sweep's results file or in the NeighborsMatch study's are
+  reused, not trained again (``reused`` in the row): a run is deterministic (one thread, seeded).
 - CSL (circular skip links, Murphy et al. 2019), generated: 41-node cycles with one skip length
   s in {2, 3, 4, 5, 6, 9, 11, 12, 13, 16} (10 classes), 15 randomly relabelled copies per class
   (150 graphs, 4-regular). All CSL graphs are 1-WL-equivalent, so without positional information
@@ -24,6 +26,7 @@ Tasks:
 
     python experiments/graph_lab_budget.py          # the sweep cited in the docs
     python experiments/graph_lab_budget.py quick    # seconds (the test's version)
+    python experiments/graph_lab_budget.py plot     # redraw the figure from the JSON
 
 Writes experiments/results/graph_lab_budget.json and docs/figures/graph_lab_budget.png.
 """
@@ -187,24 +190,57 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def train_and_evaluate(cfg: Config, workdir: Path, name: str, figure: Path | None = None) -> dict:
+def _same_nm_config(saved: dict, cfg: nm.Config) -> bool:
+    """Whether a saved NeighborsMatch configuration trains runs identical to ``cfg``'s (runs are
+    deterministic: one thread, seeded generators); the depths and models listed do not matter."""
+    want = json.loads(json.dumps(asdict(cfg)))
+    return all(saved.get(k) == v for k, v in want.items() if k not in ("depths", "models"))
+
+
+def reusable_nm_rows(cfg: Config, files: list) -> dict:
+    """NeighborsMatch rows at ``cfg.nm_depth`` already computed with the same configuration, by
+    kind: from this sweep's own results file (a stopped sweep resumes) and from the
+    NeighborsMatch study's (the same runs; no need to train them twice)."""
+    found = {}
+    for path in files:
+        if not path.exists():
+            continue
+        saved = json.loads(path.read_text())
+        conf = saved["config"].get("nm", saved["config"])
+        if not _same_nm_config(conf, cfg.nm):
+            continue
+        for row in saved["rows"]:
+            if row.get("task", "neighbors_match") == "neighbors_match" and \
+                    row["depth"] == cfg.nm_depth:
+                found.setdefault(row["model"], {k: v for k, v in row.items()
+                                                 if k not in ("task", "edge_set")})
+    return found
+
+
+def train_and_evaluate(cfg: Config, workdir: Path, name: str, figure: Path | None = None,
+                       reuse: tuple = ()) -> dict:
+    """CSL first (cheap), then NeighborsMatch; NM rows of the same configuration found in the
+    ``reuse`` result files (:func:`reusable_nm_rows`) are taken instead of trained again."""
     torch.set_num_threads(cfg.threads)
     result = {"config": asdict(cfg), "torch": torch.__version__, "rows": [], "csl_summary": []}
     out = workdir / "results" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    for label, sets, kind in BUDGET:  # rewritten after every run: a stopped sweep keeps its rows
-        row = nm.run_one(kind, cfg.nm_depth, cfg.nm)
-        result["rows"].append({"task": "neighbors_match", "edge_set": label, **row})
-        print(f"NM r={cfg.nm_depth} {label:9s} {row['edges_per_node']:5.1f} edges/node: train "
-              f"{row['train_accuracy']:.3f} test {row['test_accuracy']:.3f}", flush=True)
-        out.write_text(json.dumps(result, indent=1))
-    for label, sets, _ in BUDGET:
+    known = reusable_nm_rows(cfg, list(reuse))
+    for label, sets, _ in BUDGET:  # rewritten after every run: a stopped sweep keeps its rows
         rows = csl_study(label, sets, cfg)
         result["rows"] += rows
         result["csl_summary"] = summarise(result["rows"])
         s = result["csl_summary"][-1]
         print(f"CSL {label:9s} {s['edges_per_node']:5.1f} edges/node: test "
               f"{s['test_accuracy_mean']:.3f} +- {s['test_accuracy_std']:.3f}", flush=True)
+        out.write_text(json.dumps(result, indent=1))
+    for label, sets, kind in BUDGET:
+        known.update(reusable_nm_rows(cfg, list(reuse)))  # the NM study may have run it since
+        row = dict(known[kind], reused=True) if kind in known else \
+            dict(nm.run_one(kind, cfg.nm_depth, cfg.nm), reused=False)
+        result["rows"].append({"task": "neighbors_match", "edge_set": label, **row})
+        print(f"NM r={cfg.nm_depth} {label:9s} {row['edges_per_node']:5.1f} edges/node: train "
+              f"{row['train_accuracy']:.3f} test {row['test_accuracy']:.3f}", flush=True)
         out.write_text(json.dumps(result, indent=1))
     if figure is not None:
         plot(result, figure)
@@ -213,11 +249,17 @@ def train_and_evaluate(cfg: Config, workdir: Path, name: str, figure: Path | Non
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if args not in ([], ["quick"]):
-        print("usage: graph_lab_budget.py [quick]", file=sys.stderr)
+    if args not in ([], ["quick"], ["plot"]):
+        print("usage: graph_lab_budget.py [quick | plot]", file=sys.stderr)
         sys.exit(2)
-    if args:
+    if args == ["plot"]:  # redraw the figure from the results file (e.g. of a stopped sweep)
+        plot(json.loads((ROOT / "experiments/results/graph_lab_budget.json").read_text()),
+             ROOT / "docs" / "figures" / "graph_lab_budget.png")
+    elif args:
         train_and_evaluate(QUICK, ROOT / "experiments", "graph_lab_budget_quick")
     else:
+        results = ROOT / "experiments" / "results"
         train_and_evaluate(Config(), ROOT / "experiments", "graph_lab_budget",
-                           ROOT / "docs" / "figures" / "graph_lab_budget.png")
+                           ROOT / "docs" / "figures" / "graph_lab_budget.png",
+                           reuse=(results / "graph_lab_budget.json",
+                                  results / "graph_lab_neighbors_match.json"))

@@ -23,6 +23,7 @@ Models (r + 1 layers, width C, read out at the root):
     python experiments/graph_lab_neighbors_match.py           # depths 2..5, cited in the docs
     python experiments/graph_lab_neighbors_match.py 6         # other depths (own results file)
     python experiments/graph_lab_neighbors_match.py quick     # seconds (the test's version)
+    python experiments/graph_lab_neighbors_match.py plot      # redraw the figure from the JSON
 
 Writes experiments/results/graph_lab_neighbors_match.json (rewritten after every run) and
 docs/figures/graph_lab_neighbors_match.png.
@@ -204,8 +205,13 @@ def main(args: list) -> None:
     if args == ["quick"]:
         train_and_evaluate(QUICK, ROOT / "experiments", "graph_lab_neighbors_match_quick")
         return
+    if args == ["plot"]:  # redraw the figure from the results file (e.g. of a stopped sweep)
+        result = json.loads((ROOT / "experiments/results/graph_lab_neighbors_match.json").read_text())
+        plot(result, ROOT / "docs" / "figures" / "graph_lab_neighbors_match.png")
+        return
     if not all(a.isdigit() and 2 <= int(a) <= 8 for a in args):
-        print("usage: graph_lab_neighbors_match.py [quick | DEPTH ...] (depths 2..8)", file=sys.stderr)
+        print("usage: graph_lab_neighbors_match.py [quick | plot | DEPTH ...] (depths 2..8)",
+              file=sys.stderr)
         sys.exit(2)
     if not args:
         train_and_evaluate(Config(), ROOT / "experiments", "graph_lab_neighbors_match",

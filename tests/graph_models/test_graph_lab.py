@@ -6,7 +6,7 @@ import itertools
 import json
 import math
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import networkx as nx
@@ -157,3 +157,18 @@ def test_budget_quick_study(one_thread, tmp_path):
     assert all(a["edges_per_node"] < b["edges_per_node"] for a, b in itertools.pairwise(s))
     assert s[-1]["edges_per_node"] == pytest.approx(budget.CSL_NODES)
     assert all(r["test_graphs"] == 10 for r in saved["rows"] if r["task"] == "csl")
+
+
+def test_budget_reuses_only_runs_of_the_same_configuration(tmp_path):
+    row = {"model": "attn", "depth": budget.QUICK.nm_depth, "train_accuracy": 0.5}
+    same = {"config": json.loads(json.dumps(asdict(budget.QUICK.nm))), "rows": [row]}
+    other = json.loads(json.dumps(same))
+    other["config"]["lr"] = 0.5
+    deeper = json.loads(json.dumps(same))
+    deeper["rows"][0]["depth"] += 1
+    for name, data in (("same", same), ("other", other), ("deeper", deeper)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(data))
+    pick = budget.reusable_nm_rows
+    assert pick(budget.QUICK, [tmp_path / "same.json"]) == {"attn": row}
+    assert pick(budget.QUICK, [tmp_path / "other.json", tmp_path / "deeper.json",
+                               tmp_path / "missing.json"]) == {}
