@@ -25,6 +25,8 @@ is s* (ties share the credit), AUC = P(score(s*) > score(s)) over the other sour
 count 1/2). Chance: top-1 = mean 1/S, AUC = 0.5. "unique" rows: the character y_t occurs once in
 the source, so no other position carries the same symbol.
 
+The method code is shared with the translator study (experiments/interventions_common.py).
+
 Run: ``python experiments/interventions_reverse.py`` (trains runs/interventions_{reverse,copy}
 with the tiny preset if missing, about a minute each; writes
 experiments/results/interventions_reverse.json and docs/figures/interventions_reverse.png).
@@ -39,141 +41,12 @@ import time
 from pathlib import Path
 
 import torch
+from interventions_common import attention_scores, get_model, intervention_scores, metrics
 
-from gnn_attention.interpret import SiteEdit, execute, prepare, sites
-from gnn_attention.training.data import BOS, load_task
-from gnn_attention.training.loop import TrainConfig, load_run, train
+from gnn_attention.training.data import load_task
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = {"tasks": ["reverse", "copy"], "examples": 60, "min_len": 4, "seed": 0, "preset": "tiny"}
-
-
-def get_model(task: str, workdir: Path, preset: str):
-    run_dir = workdir / f"interventions_{task}"
-    if not (run_dir / "checkpoint.pt").exists():
-        train(TrainConfig.resolve(task, preset), run_dir, progress=False, log=lambda *_: None)
-    _, model, src_tok, tgt_tok, _ = load_run(run_dir)
-    return model.double(), src_tok, tgt_tok, json.loads((run_dir / "results.json").read_text())
-
-
-def batch(src_ids, tgt_ids, copies: int, replace=None):
-    """``copies`` copies of one pair (teacher forcing: tgt_in = BOS + y); ``replace[c] = (s, tok)``
-    puts token ``tok`` at source position s of copy c."""
-    src = torch.tensor([src_ids] * copies)
-    for c, (s, tok) in enumerate(replace or []):
-        src[c, s] = tok
-    tgt = torch.tensor([[BOS] + tgt_ids] * copies)
-    return (src, torch.full((copies,), len(src_ids)), tgt, torch.full((copies,), len(tgt_ids) + 1))
-
-
-def logp(output, tgt_ids, steps):
-    """f_t for copy c at step ``steps[c]``: log p(y_t) at decoder position t. -> ``[copies]``."""
-    lp = output.log_softmax(-1)
-    y = torch.tensor(tgt_ids)[steps]
-    return lp[torch.arange(len(steps)), steps, y]
-
-
-def cross_edge_mask(graph, S: int, T: int, pairs):
-    """bool [E, 1]: in copy c, the single cross edge (s, t) = pairs[c]."""
-    ei = graph.edge_index
-    c = ei[1] // T
-    s_of, t_of = (torch.tensor([p[i] for p in pairs]) for i in (0, 1))
-    return ((ei[0] - c * S == s_of[c]) & (ei[1] - c * T == t_of[c])).unsqueeze(1)
-
-
-def attention_scores(model, src_ids, tgt_ids):
-    """Raw attention per (layer, head), rollout, gradient x input on one clean copy."""
-    S, T = len(src_ids), len(tgt_ids) + 1
-    plan = prepare(model, *batch(src_ids, tgt_ids, 1))
-    x = plan.inputs["encoder"].detach().requires_grad_(True)
-    plan = type(plan)(**{**plan.__dict__, "inputs": {**plan.inputs, "encoder": x}})
-    res = execute(plan, record=True)
-    scores = {}
-    dense = {}
-    for (stack, layer, kind), rec in res.records.items():
-        rows, cols = rec.edge_index[1], rec.edge_index[0]
-        n_dst, n_src = (T, S) if kind == "cross" else ((S, S) if stack == "encoder" else (T, T))
-        a = torch.zeros(rec.alpha.size(1), n_dst, n_src, dtype=rec.alpha.dtype)
-        a[:, rows, cols] = rec.alpha.detach().T
-        dense[(stack, layer, kind)] = a
-        if kind == "cross":
-            for h in range(a.size(0)):
-                scores[f"attention L{layer} H{h}"] = a[h, :S]
-            scores[f"attention L{layer} mean"] = a.mean(0)[:S]
-    n_dec = sum(1 for k in dense if k[2] == "cross")
-    scores["attention mean"] = torch.stack([dense[("decoder", i, "cross")].mean(0)[:S]
-                                            for i in range(n_dec)]).mean(0)
-    scores["rollout"] = rollout(dense, S, T)[:S]
-    grads = []
-    lp = res.output.log_softmax(-1)[0]
-    for t in range(S):
-        g, = torch.autograd.grad(lp[t, tgt_ids[t]], x, retain_graph=True)
-        grads.append((g * x).sum(-1).abs().detach())
-    scores["gradient x input"] = torch.stack(grads)
-    return scores
-
-
-def rollout(dense, S: int, T: int):
-    eye = lambda n: torch.eye(n, dtype=torch.float64)  # noqa: E731
-    r_enc = eye(S)
-    layers = sorted(k[1] for k in dense if k[0] == "encoder")
-    for i in layers:
-        r_enc = 0.5 * (dense[("encoder", i, "self")].mean(0) + eye(S)) @ r_enc
-    r = torch.zeros(T, S, dtype=torch.float64)
-    for i in sorted(k[1] for k in dense if k[2] == "cross"):
-        r = 0.5 * (dense[("decoder", i, "self")].mean(0) @ r + r)
-        r = 0.5 * (r + dense[("decoder", i, "cross")].mean(0) @ r_enc)
-    return r
-
-
-def intervention_scores(model, src_ids, tgt_ids, corrupt_tok):
-    """Token ablation, edge knockout and edge patching effects ``[S (steps t), S (sources s)]``."""
-    S, T = len(src_ids), len(tgt_ids) + 1
-    pairs = [(s, t) for t in range(S) for s in range(S)]
-    steps = torch.tensor([t for _, t in pairs])
-    with torch.no_grad():
-        clean = logp(execute(prepare(model, *batch(src_ids, tgt_ids, len(pairs)))).output,
-                     tgt_ids, steps)
-        corr_plan = prepare(model, *batch(src_ids, tgt_ids, S, [(s, corrupt_tok) for s in
-                                                                 range(S)]))
-        corr = execute(corr_plan, record=True)
-        plan = prepare(model, *batch(src_ids, tgt_ids, len(pairs)))
-        cross = [k for k in sites(plan) if k[2] == "cross"]
-        g = plan.graphs["cross"]
-        one = cross_edge_mask(g, S, T, pairs)
-        knocked = logp(execute(plan, {k: SiteEdit(remove=one) for k in cross}).output, tgt_ids,
-                       steps)
-        # Message of edge (s -> t) in copy (s, t) = the message of s -> t in corrupted copy s.
-        cg = corr_plan.graphs["cross"]
-        k_of = cg.edge_index[1] // T
-        lookup = torch.empty(S, T, S, dtype=torch.long)
-        lookup[k_of, cg.edge_index[1] - k_of * T, cg.edge_index[0] - k_of * S] = \
-            torch.arange(cg.num_edges)
-        c = g.edge_index[1] // T
-        s_loc, t_loc = g.edge_index[0] - c * S, g.edge_index[1] - c * T
-        src_edge = lookup[s_loc, t_loc, s_loc]
-        patch = {k: SiteEdit(patch=one.expand(-1, corr.records[k].messages.size(1)),
-                             messages=corr.records[k].messages[src_edge]) for k in cross}
-        patched = logp(execute(plan, patch).output, tgt_ids, steps)
-        lp = corr.output.log_softmax(-1)  # copy s: source token s replaced
-        ablate = lp[steps.new_tensor([s for s, _ in pairs]), steps, torch.tensor(tgt_ids)[steps]]
-    view = lambda v: v.view(S, S)  # noqa: E731  rows t, columns s
-    return {"token ablation": view(clean - ablate), "edge knockout": view(clean - knocked),
-            "edge patching": view(clean - patched)}
-
-
-def metrics(rows):
-    """rows: list of (scores [S], true s) -> top-1 and AUC with n."""
-    top1 = auc = 0.0
-    for score, true in rows:
-        best = score.max()
-        ties = (score == best).sum().item()
-        top1 += (1.0 / ties) if score[true] == best else 0.0
-        others = torch.cat([score[:true], score[true + 1:]])
-        auc += ((score[true] > others).double().mean() + 0.5 * (score[true] == others).double()
-                .mean()).item()
-    n = len(rows)
-    return {"top1": top1 / n, "auc": auc / n, "n": n}
 
 
 def study_task(task: str, cfg: dict, workdir: Path) -> dict:
