@@ -20,7 +20,6 @@ Two executions of one computation:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +30,12 @@ from gnn_attention.attention import edge_features
 from gnn_attention.attention.functional import graph_attention
 from gnn_attention.attention.math import compute_dtype, edge_scores, segment_softmax
 from gnn_attention.graphs import TokenGraph, check_edge_index
-from gnn_attention.graphs.pyg import SparseTensor, add_self_loops, sorted_graph, to_edge_index
+from gnn_attention.graphs.pyg import (
+    SparseTensor,
+    add_self_loops,
+    cached_sorted_graph,
+    to_edge_index,
+)
 
 HOOKS = ("_propagate_forward_pre_hooks", "_propagate_forward_hooks", "_message_forward_pre_hooks",
          "_message_forward_hooks", "_aggregate_forward_pre_hooks", "_aggregate_forward_hooks",
@@ -51,12 +55,12 @@ class Edges:
     ``"sparse_tensor"``) with the original input. ``fast``: for a raw input, the same edges as a
     sorted TokenGraph for the kernels (its ``edge_perm`` maps them back to the caller's order)."""
 
-    graph: Union[Tensor, TokenGraph]
-    edge_attr: Optional[Tensor]
-    edge_bias: Optional[Tensor]
+    graph: Tensor | TokenGraph
+    edge_attr: Tensor | None
+    edge_bias: Tensor | None
     kind: str
     original: object
-    fast: Optional[TokenGraph] = None
+    fast: TokenGraph | None = None
 
     @property
     def edge_index(self) -> Tensor:
@@ -82,7 +86,7 @@ class AttentionMessagePassing(MessagePassing):
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def edges(self, edge_index, edge_attr: Optional[Tensor], edge_bias: Optional[Tensor],
+    def edges(self, edge_index, edge_attr: Tensor | None, edge_bias: Tensor | None,
               n_src: int, n_dst: int) -> Edges:
         """Normalise any PyG edge input (see :mod:`gnn_attention.graphs.pyg`), check it against
         the node counts and the per-edge tensors, and add self-loops if the layer asks for them."""
@@ -111,9 +115,11 @@ class AttentionMessagePassing(MessagePassing):
                                  "would have no bias); add the loops and their bias yourself")
             ei, edge_attr = add_self_loops(ei, min(n_src, n_dst), edge_attr, self.fill_value)
         self._check_per_edge(ei.size(1), edge_attr, edge_bias)
-        # one host sort, rejecting duplicates; not while compiling (it reads the edges on the host,
-        # and compiled graphs run the reference form anyway)
-        fast = None if torch.compiler.is_compiling() else sorted_graph(ei, n_src, n_dst)
+        # one host sort, rejecting duplicates, memoised on the caller's tensor (checked against a
+        # copy of the edges at every hit); not while compiling (it reads the edges on the host, and
+        # compiled graphs run the reference form anyway)
+        fast = None if torch.compiler.is_compiling() else cached_sorted_graph(
+            ei, n_src, n_dst, owner=edge_index if isinstance(edge_index, Tensor) else None)
         return Edges(ei, edge_attr, edge_bias, kind, edge_index, fast)
 
     def _graph_edges(self, graph: TokenGraph, edge_attr, edge_bias) -> Edges:
@@ -136,7 +142,7 @@ class AttentionMessagePassing(MessagePassing):
         self._check_per_edge(graph.num_edges, edge_attr, edge_bias)
         return Edges(graph, edge_attr, edge_bias, "graph", graph)
 
-    def _check_per_edge(self, E: int, edge_attr: Optional[Tensor], edge_bias: Optional[Tensor]):
+    def _check_per_edge(self, E: int, edge_attr: Tensor | None, edge_bias: Tensor | None):
         edge_dim = getattr(self, "edge_dim", None)
         if edge_attr is not None and edge_dim is None:
             raise ValueError("edge_attr given but this layer has edge_dim=None (no edge "
@@ -158,9 +164,10 @@ class AttentionMessagePassing(MessagePassing):
     # -- the computation ---------------------------------------------------------------------
 
     def attend_edges(self, q: Tensor, k: Tensor, v: Tensor, edges: Edges,
-                     edge_kv: Optional[Tuple[Tensor, Tensor]], dropout_p: float,
-                     need_alpha: bool, scale: float) -> Tuple[Tensor, Optional[Tensor]]:
-        """``(out [N_dst, H, D], alpha [E, H] or None)``, alpha in ``edges.edge_index`` order.
+                     edge_kv: tuple[Tensor, Tensor] | None, dropout_p: float,
+                     need_alpha: bool, scale: float) -> tuple[Tensor, Tensor | None]:
+        """``(out [N_dst, H, D], alpha [E, H] or None)``, alpha in ``edges.edge_index`` order and
+        always given when ``need_alpha`` (the fast path returns None otherwise).
 
         ``scale`` multiplies the edge-key bias (the score's scale: 1/sqrt(D), or 1 for "dot").
         """
@@ -168,7 +175,7 @@ class AttentionMessagePassing(MessagePassing):
             return self._message_passing(q, k, v, edges, edge_kv, dropout_p)
         g = edges.graph if edges.fast is None else edges.fast
         perm = None if edges.fast is None else edges.fast.edge_perm
-        to_graph = lambda t: t if perm is None or t is None else t.index_select(0, perm)  # noqa: E731
+        to_graph = lambda t: t if perm is None or t is None else t.index_select(0, perm)
         bias = to_graph(edges.edge_bias)
         if edge_kv is not None and edges.edge_attr.size(0) == 0:
             edge_kv = None  # no edge: nothing to add (the sparse products dislike nnz = 0)
@@ -187,7 +194,9 @@ class AttentionMessagePassing(MessagePassing):
         out, alpha = res if isinstance(res, tuple) else (res, None)
         if edge_kv is not None:  # the weights already carry dropout: the same as the values saw
             out = out + edge_features.value_sum(alpha.to(q.dtype), a, w, m).to(out.dtype)
-        if perm is not None and alpha is not None:  # back to the caller's edge order
+        if not need_alpha:  # computed for the edge values only: no scatter back to the caller
+            return out, None
+        if perm is not None:  # back to the caller's edge order
             alpha = alpha.new_zeros(alpha.shape).index_copy(0, perm, alpha)
         return out, alpha
 
@@ -207,8 +216,8 @@ class AttentionMessagePassing(MessagePassing):
         out = self.propagate(ei, v=(vc, None), alpha=alpha, edge_value=e, size=size)
         return out.to(v.dtype), alpha.to(v.dtype)
 
-    def edge_update(self, q_i: Tensor, k_j: Tensor, edge_key: Optional[Tensor],
-                    edge_bias: Optional[Tensor], index: Tensor, size_i: int) -> Tensor:
+    def edge_update(self, q_i: Tensor, k_j: Tensor, edge_key: Tensor | None,
+                    edge_bias: Tensor | None, index: Tensor, size_i: int) -> Tensor:
         """``alpha_ij`` for every edge: scores of ``q_i`` against ``k_j (+ e_ij)``, then softmax
         over the edges sharing target i."""
         n = q_i.size(0)
@@ -217,7 +226,7 @@ class AttentionMessagePassing(MessagePassing):
                         score=self.score, score_weight=self.score_weights())
         return segment_softmax(s if edge_bias is None else s + edge_bias.to(s.dtype), index, size_i)
 
-    def message(self, v_j: Tensor, alpha: Tensor, edge_value: Optional[Tensor]) -> Tensor:
+    def message(self, v_j: Tensor, alpha: Tensor, edge_value: Tensor | None) -> Tensor:
         """The message j -> i: ``alpha_ij * (v_j + e_ij)`` per head."""
         val = v_j if edge_value is None else v_j + edge_value
         return alpha.unsqueeze(-1) * val

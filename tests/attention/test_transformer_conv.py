@@ -68,7 +68,7 @@ def test_return_attention_weights_as_pyg(edge_dim):
         torch.testing.assert_close(res, out)
         assert ei_ret.shape == (2, ei.size(1)) and alpha.shape == (ei.size(1), H)
         assert torch.equal(ei_ret, ei)  # the caller's order, not the sorted one
-        _, (ei_pyg, alpha_pyg) = ref(x, ei, a, return_attention_weights=True)
+        _, (_, alpha_pyg) = ref(x, ei, a, return_attention_weights=True)
         torch.testing.assert_close(alpha, alpha_pyg, atol=1e-6, rtol=0)
         assert float(alpha.detach().min()) >= 0 and float(alpha.detach().max()) <= 1
     assert not hasattr(conv, "_alpha")  # nothing stored on the layer
@@ -193,3 +193,28 @@ def test_compiles():
     a = torch.randn(ei.size(1), F)
     compiled = torch.compile(conv, backend="aot_eager")
     torch.testing.assert_close(compiled(x, ei, a), ref(x, ei, a), atol=1e-5, rtol=0)
+
+
+def test_raw_edge_index_sorted_once_and_rechecked(monkeypatch):
+    """Two layers given the same [2, E] tensor sort it once (the graph and its CSR structure are
+    memoised on the tensor); edges changed in place are sorted again, and every output still
+    equals PyG's with per-edge features in the caller's order."""
+    import gnn_attention.graphs.pyg as pyg_graphs
+
+    calls = []
+    sort = pyg_graphs.sorted_graph
+    monkeypatch.setattr(pyg_graphs, "sorted_graph", lambda *a: calls.append(1) or sort(*a))
+    (ref1, conv1), (ref2, conv2) = pair(edge_dim=F, seed=1), pair(edge_dim=F, seed=2)
+    x, ei = torch.randn(N, IN), unsorted_edges(seed=5)
+    a = torch.randn(ei.size(1), F)
+    for step in range(3):
+        if step == 2:  # the same edge set in another order, written in place
+            ei.copy_(ei.flip(1))
+        out, (ei1, alpha1) = conv1(x, ei, a, return_attention_weights=True)
+        out2 = conv2(x, ei, a)
+        ref_out, (_, ref_alpha) = ref1(x, ei, a, return_attention_weights=True)
+        torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=0)
+        torch.testing.assert_close(alpha1, ref_alpha, atol=1e-6, rtol=0)
+        torch.testing.assert_close(out2, ref2(x, ei, a), atol=1e-5, rtol=0)
+        assert ei1 is ei
+    assert len(calls) == 2  # once for the first order, once after the in-place change

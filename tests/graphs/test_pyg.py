@@ -1,5 +1,10 @@
 """PyG interop helpers: every adjacency form to ``[2, E]``, GAT's self-loop rule, token graphs
-from a PyG ``batch`` vector (checked against per-graph builders and a mini-batch's ``ptr``)."""
+from a PyG ``batch`` vector (checked against per-graph builders and a mini-batch's ``ptr``), the
+radix sort and the checked cache of sorted raw edges."""
+import gc
+import weakref
+
+import numpy as np
 import pytest
 import torch
 from torch_geometric import EdgeIndex
@@ -8,8 +13,17 @@ from torch_geometric.typing import WITH_TORCH_SPARSE, SparseTensor
 from torch_geometric.utils import to_torch_coo_tensor, to_torch_csc_tensor, to_torch_csr_tensor
 
 from gnn_attention import graphs
-from gnn_attention.graphs.pyg import (add_self_loops, batch_lengths, from_batch,
-                                      is_sparse_adjacency, sorted_graph, to_edge_index)
+from gnn_attention.graphs.pyg import (
+    add_self_loops,
+    batch_lengths,
+    cached_sorted_graph,
+    clear_sorted_cache,
+    from_batch,
+    is_sparse_adjacency,
+    sorted_graph,
+    stable_argsort,
+    to_edge_index,
+)
 
 N_SRC, N_DST = 7, 5
 
@@ -100,3 +114,66 @@ def test_sorted_graph_keeps_the_callers_order():
     assert sorted_graph(s, N_SRC, N_DST).edge_perm is None
     with pytest.raises(ValueError, match="coalesce"):
         sorted_graph(torch.cat([ei, ei[:, 3:4]], dim=1), N_SRC, N_DST)
+
+
+@pytest.mark.parametrize("high", [1, 7, 2**16, 2**16 + 3, 2**40, 2**62])
+def test_stable_argsort_is_numpys_stable_sort(high):
+    """Radix passes over 16-bit digits (1 to 4 of them) equal numpy's stable sort, ties included."""
+    rng = np.random.default_rng(high % 1000)
+    for size in (0, 1, 2, 1000):
+        key = rng.integers(0, high, size=size, dtype=np.int64)
+        key[: size // 3] = key[size // 2: size // 2 + size // 3]  # many ties
+        assert np.array_equal(stable_argsort(key), np.argsort(key, kind="stable"))
+
+
+def shuffled_edges(n_src=N_SRC, n_dst=N_DST, count=13, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    key = torch.randperm(n_src * n_dst, generator=g)[:count]
+    return torch.stack([key % n_src, key // n_src])
+
+
+def test_cached_sorted_graph_hits_only_equal_edges():
+    clear_sorted_cache()
+    ei = shuffled_edges()
+    g = cached_sorted_graph(ei, N_SRC, N_DST)
+    assert cached_sorted_graph(ei, N_SRC, N_DST) is g  # the same tensor: sorted once
+    assert cached_sorted_graph(ei, N_SRC + 1, N_DST) is not g  # other sizes: another graph
+    assert cached_sorted_graph(ei, N_SRC, N_DST) is g  # both kept (a few variants per tensor)
+    # an in-place change that bumps no version counter (through numpy) is still seen: the
+    # content is compared at every hit. Same edge set, other order: only edge_perm differs
+    version = ei._version
+    ei.numpy()[:] = ei.numpy()[:, ::-1].copy()
+    assert ei._version == version
+    g2 = cached_sorted_graph(ei, N_SRC, N_DST)
+    assert g2 is not g and torch.equal(g2.edge_index, ei[:, g2.edge_perm])
+    assert torch.equal(g2.edge_perm, sorted_graph(ei, N_SRC, N_DST).edge_perm)
+    # keyed on the caller's tensor (owner), checked against the edges actually sorted
+    other = shuffled_edges(seed=1)
+    assert cached_sorted_graph(other, N_SRC, N_DST, owner=ei) is not g2
+    assert torch.equal(cached_sorted_graph(other, N_SRC, N_DST, owner=ei).edge_index,
+                       sorted_graph(other, N_SRC, N_DST).edge_index)
+    clear_sorted_cache()
+    assert cached_sorted_graph(ei, N_SRC, N_DST) is not g2
+
+
+def test_cached_sorted_graph_lives_as_long_as_the_callers_tensor():
+    ei = shuffled_edges()
+    graph = weakref.ref(cached_sorted_graph(ei, N_SRC, N_DST))
+    sorted_ei = graph().edge_index
+    assert graph() is not None and cached_sorted_graph(sorted_ei, N_SRC, N_DST) is not graph()
+    del ei
+    gc.collect()
+    assert graph() is None  # the graph never holds the caller's tensor
+
+
+def test_cached_sorted_graph_keeps_inference_tensors_out_of_training():
+    """A graph sorted under inference_mode would hold inference tensors, which autograd refuses to
+    save: such calls get their own table, and a later training call sorts again."""
+    ei = shuffled_edges()
+    with torch.inference_mode():
+        g_inf = cached_sorted_graph(ei, N_SRC, N_DST)
+        assert cached_sorted_graph(ei, N_SRC, N_DST) is g_inf
+    g = cached_sorted_graph(ei, N_SRC, N_DST)
+    assert g is not g_inf and not g.edge_perm.is_inference()
+    w = torch.randn(ei.size(1), requires_grad=True)
+    w.index_select(0, g.edge_perm).sum().backward()  # saving edge_perm for backward is allowed
