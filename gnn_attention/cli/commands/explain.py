@@ -24,7 +24,7 @@ import torch
 
 from gnn_attention.cli.errors import UserError
 
-MINILM_TOP_K = 1  # 6 layers x 12 heads x T targets: ~25 s for T = 20 on one thread
+MINILM_TOP_K = 1  # 6 layers x 12 heads x T targets units: 1152 for T = 16 (docs/interpretability.md)
 
 
 def register(sub) -> None:
@@ -77,8 +77,9 @@ def _minilm(args):
     b = pretrained.encode(tokenizer, [args.text])
     toks = pretrained.tokens(tokenizer, args.text)
     return {"model": model, "args": (b["input_ids"], b["attention_mask"], b["token_type_ids"]),
-                "labels": None, "sites": sites, "top_k": top_k, "src": toks, "dst": toks,
-                "label": "L2 change of the target's final state", "name": Path(directory).name}
+            "labels": None, "sites": sites, "top_k": top_k, "src": toks, "dst": toks,
+            "label": "L2 change of the target's final state",
+            "name": Path(directory).name if args.model_dir else "all-MiniLM-L6-v2"}
 
 
 def _translator(args):
@@ -97,11 +98,11 @@ def _translator(args):
                             int(state.get("max_target_len", 64)) + 5)[0]
     tgt_in = torch.tensor([[tgt_tok.bos_id] + out])
     return {"model": model, "args": (src, n, tgt_in, torch.tensor([tgt_in.size(1)])),
-                "labels": torch.tensor(out + [tgt_tok.eos_id]), "sites": sites, "top_k": top_k,
-                "src": [src_tok.vocab[i] for i in ids],
-                "dst": [tgt_tok.vocab[i] for i in out] + ["<eos>"],
-                "label": "drop of log p(y_t)", "name": f"{Path(args.run).name} ({cfg.task})",
-                "output": tgt_tok.decode(out)}
+            "labels": torch.tensor(out + [tgt_tok.eos_id]), "sites": sites, "top_k": top_k,
+            "src": [src_tok.vocab[i] for i in ids],
+            "dst": [tgt_tok.vocab[i] for i in out] + ["<eos>"],
+            "label": "drop of log p(y_t)", "name": f"{Path(args.run).name} ({cfg.task})",
+            "output": tgt_tok.decode(out)}
 
 
 def run(args) -> int:
