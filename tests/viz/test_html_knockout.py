@@ -134,7 +134,7 @@ def test_browser_knockout_column_matches_the_embedded_data(tmp_path):
         page.goto(path.as_uri())
         assert page.locator("text.tok.ksrc").count() == len(SRC)
         checks = [(layer, head, t) for layer in (0, 1) for head in (0, 2, "mean")
-                  for t in range(len(DST))]
+                  for t in (0, 2, 4)]
         assert page_matches(page, data, checks) == len(checks) * len(SRC)
         page.mouse.move(0, 0)
         assert page.evaluate(READ_DOM)["labels"] == []
