@@ -1,5 +1,6 @@
-"""PyG interop: every adjacency form PyG layers accept, GAT-style self-loops, and token graphs built
-from a PyG ``batch`` vector (global attention inside each graph of a mini-batch).
+"""PyG interop: every adjacency form PyG layers accept, raw edges sorted once (memoised, checked),
+GAT-style self-loops, and token graphs built from a PyG ``batch`` vector (global, causal, window or
+k-hop attention inside each graph of a mini-batch).
 
 Notation: N_src source (key/value) nodes, N_dst target (query) nodes, E edges j -> i,
 F edge-feature width, B graphs in a PyG mini-batch, N = sum of their node counts.
@@ -23,6 +24,7 @@ from torch_geometric.utils import remove_self_loops
 
 from gnn_attention.graphs.builders import causal, full, window
 from gnn_attention.graphs.core import Pattern, TokenGraph
+from gnn_attention.graphs.validate import check_edge_index, check_same_sequence
 
 SPARSE_LAYOUTS = (torch.sparse_coo, torch.sparse_csr, torch.sparse_csc)
 Size = tuple[int, int] | None
@@ -209,17 +211,23 @@ def batch_lengths(batch: Tensor | None = None, ptr: Tensor | None = None,
 
 
 def from_batch(batch: Tensor | None = None, *, ptr: Tensor | None = None,
-               pattern: str = "full", w: int | None = None,
-               num_graphs: int | None = None) -> TokenGraph:
+               pattern: str = "full", w: int | None = None, num_graphs: int | None = None,
+               edge_index: Tensor | None = None, k: int | None = None) -> TokenGraph:
     r"""Attention inside each graph of a PyG mini-batch: a token graph whose sequence b is graph b.
 
     ``pattern``: ``"full"`` (global attention, as in GPS), ``"causal"`` (node order inside each
-    graph, top-left aligned) or ``"window"`` (``|t - s| <= w`` in node order). Built on the device
-    of ``batch``/``ptr``. Because a mini-batch is rebuilt by every ``DataLoader`` step, build the
-    graph after collation (``from_batch(data.batch)``) rather than storing a TokenGraph in ``Data``.
+    graph, top-left aligned), ``"window"`` (``|t - s| <= w`` in node order) or ``"khop"`` (the
+    k-hop neighbourhoods of the batch's ``edge_index``, see :func:`k_hop_graph`). Built on the
+    device of ``batch``/``ptr``. Because a mini-batch is rebuilt by every ``DataLoader`` step,
+    build the graph after collation (``from_batch(data.batch)``) rather than storing a TokenGraph
+    in ``Data``.
 
     **Shapes:** ``batch [N]`` or ``ptr [B + 1]`` -> a graph with N source and N target nodes.
     """
+    if (edge_index is not None or k is not None) != (pattern == "khop"):
+        raise ValueError("edge_index and k go with pattern='khop' (and it needs both)")
+    if pattern == "khop":
+        return k_hop_graph(edge_index, k, batch, ptr=ptr, num_graphs=num_graphs)
     lengths = batch_lengths(batch, ptr, num_graphs)
     device = (batch if batch is not None else ptr).device
     if pattern == "full":
@@ -230,4 +238,55 @@ def from_batch(batch: Tensor | None = None, *, ptr: Tensor | None = None,
         if w is None:
             raise ValueError("pattern='window' needs w (the window reach)")
         return window(lengths, w, device=device)
-    raise ValueError(f"pattern must be 'full', 'causal' or 'window', got {pattern!r}")
+    raise ValueError(f"pattern must be 'full', 'causal', 'window' or 'khop', got {pattern!r}")
+
+
+def k_hop_graph(edge_index: Tensor, k: int, batch: Tensor | None = None, *,
+                ptr: Tensor | None = None, num_graphs: int | None = None) -> TokenGraph:
+    r"""Attention on the k-hop neighbourhoods of a PyG mini-batch's graphs: target i attends to
+    every node j with a directed path j -> ... -> i of at most k edges of ``edge_index`` (j = i
+    included), the nodes ``torch_geometric.utils.k_hop_subgraph(i, k, edge_index)`` returns.
+
+    With ``A [N, N]``, ``A[i, j] = 1`` for each edge j -> i, the reach is ``R_0 = I``, ``R_{h+1} =
+    1[(A + I) R_h > 0]``: k sparse products on the device of ``batch``/``ptr``, stopped early once
+    the set no longer grows, no loop over nodes. The coalesced result is sorted by (target,
+    source), the TokenGraph order, so no sort follows. Duplicate input edges change nothing (a
+    reachable pair is a set member); an edge between two graphs of the batch is an error, so no
+    neighbourhood crosses graphs. The graph holds up to ``sum_b n_b^2`` edges (graph b's nodes all
+    reach each other).
+
+    **Shapes:** ``edge_index [2, E]``, ``batch [N]`` or ``ptr [B + 1]`` -> a graph with N source and
+    N target nodes and ``sum_i |khop(i)|`` edges.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"k must be a non-negative int (hops), got {k!r}")
+    lengths = batch_lengths(batch, ptr, num_graphs)
+    device = (batch if batch is not None else ptr).device
+    if not isinstance(edge_index, Tensor) or edge_index.device != device:
+        raise ValueError(f"edge_index must be a tensor on the batch's device ({device}), got "
+                         f"{getattr(edge_index, 'device', type(edge_index).__name__)}")
+    N = int(lengths.sum())
+    node_ptr = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)]).to(device)
+    ei = check_edge_index(edge_index, N, N, check_duplicates=False)
+    check_same_sequence(ei, node_ptr, node_ptr)
+    nodes = torch.arange(N, device=device)
+    step = _pattern_matrix(torch.cat([ei[1], nodes]), torch.cat([ei[0], nodes]), N)  # A + I
+    reach = _pattern_matrix(nodes, nodes, N)
+    for _ in range(k):
+        grown = torch.sparse.mm(step, reach).coalesce()
+        done = grown._nnz() == reach._nnz()  # R_h is inside R_{h+1} (A + I holds I): equal size,
+        reach = _pattern_matrix(*grown.indices(), N)  # equal set: later hops add nothing
+        if done:
+            break
+    dst, src = reach.indices()
+    rowptr = torch.cat([nodes.new_zeros(1), torch.bincount(dst, minlength=N).cumsum(0)])
+    return TokenGraph(torch.stack([src, dst]), N, N, node_ptr, node_ptr, rowptr,
+                      Pattern("custom"), False, validate=False)
+
+
+def _pattern_matrix(rows: Tensor, cols: Tensor, n: int) -> Tensor:
+    """``[n, n]`` coalesced COO matrix with value 1 at every (row, col) (repeats merged)."""
+    m = torch.sparse_coo_tensor(torch.stack([rows, cols]), torch.ones(rows.numel(),
+                                device=rows.device), (n, n)).coalesce()
+    return torch.sparse_coo_tensor(m.indices(), torch.ones_like(m.values()), (n, n),
+                                   is_coalesced=True)

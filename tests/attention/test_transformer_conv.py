@@ -58,6 +58,25 @@ def test_sparse_feature_values_are_edge_attr():
 
 
 @pytest.mark.parametrize("edge_dim", [None, F])
+def test_sparse_tensor_equals_edge_index(edge_dim):
+    """A torch_sparse ``SparseTensor`` adj_t (feature vectors as its values) gives the [2, E]
+    form's output, and the weights come back as its values (PyG's form), each at its own edge.
+    Skipped where torch_sparse is not installed (it has no wheel for every torch version)."""
+    torch_sparse = pytest.importorskip("torch_sparse")
+    ref, conv = pair(edge_dim)
+    x, ei = torch.randn(N, IN), unsorted_edges()
+    a = torch.randn(ei.size(1), F) if edge_dim else None
+    adj_t = torch_sparse.SparseTensor(row=ei[1], col=ei[0], value=a, sparse_sizes=(N, N))
+    out, adj_alpha = conv(x, adj_t, return_attention_weights=True)
+    expected, (_, alpha) = ref(x, ei, a, return_attention_weights=True)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    row, col, alpha_t = adj_alpha.coo()
+    by_pair = torch.zeros(N, N, H)
+    by_pair[ei[1], ei[0]] = alpha
+    torch.testing.assert_close(alpha_t, by_pair[row, col], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("edge_dim", [None, F])
 def test_return_attention_weights_as_pyg(edge_dim):
     ref, conv = pair(edge_dim)
     x, ei = torch.randn(N, IN), unsorted_edges()
@@ -218,3 +237,32 @@ def test_raw_edge_index_sorted_once_and_rechecked(monkeypatch):
         torch.testing.assert_close(out2, ref2(x, ei, a), atol=1e-5, rtol=0)
         assert ei1 is ei
     assert len(calls) == 2  # once for the first order, once after the in-place change
+
+
+def test_graphs_built_per_mini_batch_equal_per_graph_attention():
+    """docs/pyg.md's batching rule with a real DataLoader: the TokenGraph is built after collation
+    (global attention from ``batch.batch``, k-hop attention from ``batch.edge_index``), and each
+    graph's rows equal PyG's TransformerConv on that graph alone (the same edges, listed)."""
+    from torch_geometric.data import Data
+    from torch_geometric.loader import DataLoader
+
+    from gnn_attention.graphs.pyg import from_batch, k_hop_graph
+
+    g = torch.Generator().manual_seed(7)
+    dataset = [Data(x=torch.randn(n, IN, generator=g), num_nodes=n,
+                    edge_index=torch.randint(0, n, (2, 2 * n), generator=g))
+               for n in (3, 5, 2, 4, 6, 1, 7)]
+    ref, conv = pair(edge_dim=None)
+    seen = 0
+    for batch in DataLoader(dataset, batch_size=3, shuffle=False):
+        full = from_batch(batch.batch, num_graphs=batch.num_graphs)
+        khop = from_batch(batch.batch, pattern="khop", edge_index=batch.edge_index, k=2)
+        out_full, out_khop = conv(batch.x, full), conv(batch.x, khop)
+        for b in range(batch.num_graphs):
+            data, lo, hi = dataset[seen], int(batch.ptr[b]), int(batch.ptr[b + 1])
+            n, seen = data.num_nodes, seen + 1
+            all_pairs = torch.cartesian_prod(torch.arange(n), torch.arange(n)).t()
+            torch.testing.assert_close(out_full[lo:hi], ref(data.x, all_pairs), atol=1e-5, rtol=0)
+            own = k_hop_graph(data.edge_index, 2, ptr=torch.tensor([0, n])).edge_index
+            torch.testing.assert_close(out_khop[lo:hi], ref(data.x, own), atol=1e-5, rtol=0)
+    assert seen == len(dataset)

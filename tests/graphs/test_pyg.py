@@ -10,7 +10,12 @@ import torch
 from torch_geometric import EdgeIndex
 from torch_geometric.data import Batch, Data
 from torch_geometric.typing import WITH_TORCH_SPARSE, SparseTensor
-from torch_geometric.utils import to_torch_coo_tensor, to_torch_csc_tensor, to_torch_csr_tensor
+from torch_geometric.utils import (
+    k_hop_subgraph,
+    to_torch_coo_tensor,
+    to_torch_csc_tensor,
+    to_torch_csr_tensor,
+)
 
 from gnn_attention import graphs
 from gnn_attention.graphs.pyg import (
@@ -20,6 +25,7 @@ from gnn_attention.graphs.pyg import (
     clear_sorted_cache,
     from_batch,
     is_sparse_adjacency,
+    k_hop_graph,
     sorted_graph,
     stable_argsort,
     to_edge_index,
@@ -177,3 +183,45 @@ def test_cached_sorted_graph_keeps_inference_tensors_out_of_training():
     assert g is not g_inf and not g.edge_perm.is_inference()
     w = torch.randn(ei.size(1), requires_grad=True)
     w.index_select(0, g.edge_perm).sum().backward()  # saving edge_perm for backward is allowed
+
+
+def ragged_batch(seed=0):
+    """Graphs of 4, 7, 1, 0 and 6 nodes (one without edges, one empty), random directed edges with
+    repeats and self-loops, collated by PyG."""
+    g = torch.Generator().manual_seed(seed)
+    data = []
+    for n, e in ((4, 5), (7, 12), (1, 0), (0, 0), (6, 8)):
+        ei = torch.randint(0, max(n, 1), (2, e), generator=g)
+        data.append(Data(edge_index=ei, num_nodes=n))
+    return Batch.from_data_list(data)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3, 7])
+def test_k_hop_graph_equals_pyg_k_hop_subgraph_per_node(k):
+    batch = ragged_batch()
+    g = k_hop_graph(batch.edge_index, k, batch.batch, num_graphs=batch.num_graphs)
+    assert g.batch_size == 5 and g.num_src == g.num_dst == batch.num_nodes
+    key = g.edge_index[1] * g.num_src + g.edge_index[0]
+    assert bool((key[1:] > key[:-1]).all())  # sorted by (target, source), no duplicates
+    assert torch.equal(g.rowptr.diff(), torch.bincount(g.edge_index[1], minlength=g.num_dst))
+    assert torch.equal(batch.batch[g.edge_index[0]], batch.batch[g.edge_index[1]])  # no crossing
+    for i in range(batch.num_nodes):
+        subset, *_ = k_hop_subgraph(i, k, batch.edge_index, num_nodes=batch.num_nodes)
+        sources = g.edge_index[0, g.edge_index[1] == i]
+        assert sources.tolist() == subset.tolist(), f"node {i}"
+    ptr_graph = from_batch(ptr=batch.ptr, pattern="khop", edge_index=batch.edge_index, k=k)
+    assert torch.equal(ptr_graph.edge_index, g.edge_index) and g.device == batch.batch.device
+
+
+def test_k_hop_graph_errors():
+    batch = ragged_batch()
+    with pytest.raises(ValueError, match="non-negative int"):
+        k_hop_graph(batch.edge_index, -1, batch.batch)
+    with pytest.raises(ValueError, match="two different sequences"):
+        k_hop_graph(torch.tensor([[0], [5]]), 1, batch.batch)  # graph 0 -> graph 1
+    with pytest.raises(ValueError, match="go with pattern='khop'"):
+        from_batch(batch.batch, pattern="khop")
+    with pytest.raises(ValueError, match="go with pattern='khop'"):
+        from_batch(batch.batch, edge_index=batch.edge_index, k=1)
+    with pytest.raises(IndexError, match="out of range"):
+        k_hop_graph(torch.tensor([[0], [99]]), 1, batch.batch)
