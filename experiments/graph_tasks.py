@@ -21,7 +21,7 @@ training graphs):
 Reported: test accuracy at the epoch of best validation accuracy (checked every 5 epochs), mean and
 sample std over the seeds (the seed sets the initialisation and dropout; the data are fixed).
 
-Run: ``python experiments/graph_tasks.py`` (5 seeds, ~15 min on one CPU thread; writes
+Run: ``python experiments/graph_tasks.py`` (5 seeds, 246 s of CPU on one thread; writes
 experiments/results/graph_tasks.json and docs/figures/graph_tasks.png), or
 ``python experiments/graph_tasks.py quick`` (seconds: 10 graphs split 6 / 2 / 2, 3 epochs, one
 seed; writes graph_tasks_quick.json only).
@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import Batch
@@ -76,6 +77,7 @@ class Split:
 
 def generate(task: str, graphs: int, seed: int):
     torch.manual_seed(seed)
+    np.random.seed(seed)  # PyG's barabasi_albert_graph draws its edges with numpy
     if task == "ba_shapes":
         ds = ExplainerDataset(graph_generator=BAGraph(num_nodes=40, num_edges=1),
                               motif_generator="house", num_motifs=6, num_graphs=graphs)

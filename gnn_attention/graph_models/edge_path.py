@@ -22,7 +22,9 @@ are unique, it does not).
 Computation: one breadth-first search from all sources at once (a loop over distances, never over
 pairs): every frontier pair (s, u) is joined with the out-edges of u, new pairs keep the
 lowest-index candidate edge (``scatter_reduce`` amin). Paths are then read backwards for all
-queried pairs at once, one parent look-up (binary search) per hop. The bias gathers one ``[E, H]``
+queried pairs at once, one parent look-up (binary search) per hop. The search keeps every
+reachable pair (``sum_g N_g^2`` at most, as many as the all-pairs graph itself) and runs to the
+largest distance in the batch, because a path longer than L still contributes its first L edges. The bias gathers one ``[E, H]``
 table per hop position: memory ``[P, H]`` and ``[P, L]`` ids, never ``[P, L, F]``.
 """
 from __future__ import annotations

@@ -116,6 +116,7 @@ class ExphormerLayer(nn.Module):
     def _attention(self, xn: Tensor, typed: TypedGraph, bias: Tensor) -> Tensor:
         if self.typed_kv is None:
             return self.attn(xn, typed.graph, edge_bias=bias)
+        # the typed path calls graph_attention itself (default backend, empty rows output zero)
         q, k, v = self.attn.project(xn, xn, xn)
         p = self.attn.dropout if self.training else 0.0
         out = self.typed_kv(q, k, v, typed.graph, typed.edge_type, bias, p)
