@@ -24,8 +24,8 @@ from gnn_attention.graphs.core import (
     Predicate,
     TokenGraph,
     _ptr,
-    as_lengths,
     from_edge_index,
+    host_lengths,
     structured_graph,
 )
 
@@ -61,10 +61,11 @@ def _check_align(align: str) -> str:
 
 
 def _pair(lengths: Lengths, src_lengths: Optional[Lengths], name: str):
-    n = as_lengths(lengths, name)
-    m = n if src_lengths is None else as_lengths(src_lengths, "src_lengths")
-    if m.numel() != n.numel():
-        raise ValueError(f"src_lengths has {m.numel()} sequences, {name} has {n.numel()}")
+    """``(S_b, T_b)`` as tuples of Python ints (see :func:`~gnn_attention.graphs.core.host_lengths`)."""
+    n = host_lengths(lengths, name)
+    m = n if src_lengths is None else host_lengths(src_lengths, "src_lengths")
+    if len(m) != len(n):
+        raise ValueError(f"src_lengths has {len(m)} sequences, {name} has {len(n)}")
     return m, n
 
 
@@ -72,7 +73,7 @@ def full(lengths: Lengths, device=None) -> TokenGraph:
     """Bidirectional self-attention: every token attends to every token of its sequence.
 
     Implicit: O(B) to build; edges (T_b^2 per sequence) only when ``edge_index`` is read."""
-    n = as_lengths(lengths)
+    n = host_lengths(lengths)
     return structured_graph(Pattern("full"), n, n, False, device)
 
 
@@ -97,7 +98,7 @@ def window(lengths: Lengths, w: int, causal: bool = False, dilation: int = 1,
     if w < 0 or d < 1:
         raise ValueError(f"window needs w >= 0 and dilation >= 1, got w={w}, dilation={d}")
     c = check_bool("window causal", causal)
-    n = as_lengths(lengths)
+    n = host_lengths(lengths)
     return structured_graph(Pattern("window", (w, c, d)), n, n, False, device)
 
 
@@ -120,9 +121,9 @@ def from_predicate(lengths: Lengths, allows: Predicate, src_lengths: Optional[Le
     at a time, all T of them unless T S > 2^22). Costs O(sum T_b S_b) to evaluate; the structured
     builders above avoid that. A ``name`` of a structured pattern is checked against the edges."""
     m, n = _pair(lengths, src_lengths, "lengths")
-    src_ptr, dst_ptr = _ptr(m), _ptr(n)
+    src_ptr, dst_ptr = _ptr(torch.tensor(m, dtype=torch.long)), _ptr(torch.tensor(n, dtype=torch.long))
     parts, found = [], 0
-    for b, (T, S) in enumerate(zip(n.tolist(), m.tolist())):
+    for b, (T, S) in enumerate(zip(n, m)):
         rows = max(1, PREDICATE_PAIRS // max(S, 1) if T * S > PREDICATE_PAIRS else T)
         for r in range(0, T, rows):
             t, s = torch.arange(r, min(r + rows, T)).view(-1, 1), torch.arange(S).view(1, -1)

@@ -6,7 +6,8 @@ N_dst = sum T_b, N_src = sum S_b nodes; E edges j -> i; t, s = positions inside 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence, Union
+from itertools import accumulate
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -17,7 +18,7 @@ from gnn_attention.graphs.structured import (
     STRUCTURED,
     canonical_params,
     edge_bytes,
-    edge_counts,
+    edge_count,
     materialise,
     predicate,
     ranges,
@@ -35,7 +36,7 @@ Lengths = Union[Sequence[int], Tensor]
 Predicate = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 CONVENTIONS = ("sdpa", "mha")
 __all__ = ["ALIGNS", "CONVENTIONS", "Pattern", "TokenGraph", "as_lengths", "check_edge_index",
-           "from_edge_index", "structured_graph"]
+           "from_edge_index", "host_lengths", "structured_graph"]
 # Peak bytes per edge of from_edge_index: sort key, order, sorted copy and sequence ids (int64).
 WRAP_BYTES_PER_EDGE = 6 * 8
 
@@ -73,6 +74,11 @@ class TokenGraph:
             (a tensor with E rows, or a tuple / dict of them), else None.
         edge_perm: ``[E]`` int64, sorted position k holds the caller's edge ``edge_perm[k]``;
             None when the caller's edges were already sorted (no reordering happened).
+        host_lengths: ``(S_b per sequence, T_b per sequence)`` as tuples of Python ints, held by
+            every implicit graph, including after its edges were built or it was moved (None
+            for graphs from edges): the plan, the edge count and the dense
+            layout read them without touching a tensor, so a graph built inside a function that
+            ``torch.compile`` traces costs no graph break.
         cache: per-graph memo for kernels (the execution plan is decided once and reused by every
             layer that sees this graph). Never holds user data.
 
@@ -87,13 +93,14 @@ class TokenGraph:
     def __init__(self, edge_index: Optional[Tensor], num_src: int, num_dst: int, src_ptr: Tensor,
                  dst_ptr: Tensor, rowptr: Optional[Tensor], pattern: Pattern,
                  bipartite: bool = False, cache: Optional[dict] = None, *, edge_attr=None,
-                 edge_perm: Optional[Tensor] = None, validate: bool = True):
+                 edge_perm: Optional[Tensor] = None, validate: bool = True,
+                 lengths: Optional[tuple] = None):
         put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
         for k, v in (("num_src", int(num_src)), ("num_dst", int(num_dst)), ("src_ptr", src_ptr),
                      ("dst_ptr", dst_ptr), ("bipartite", bool(bipartite)),
                      ("cache", {} if cache is None else cache), ("edge_attr", edge_attr),
                      ("edge_perm", edge_perm), ("_edge_index", edge_index), ("_rowptr", rowptr),
-                     ("_num_edges", None), ("pattern", pattern)):
+                     ("_num_edges", None), ("pattern", pattern), ("host_lengths", None)):
             put(k, v)
         if validate:
             _check_ptrs(self)
@@ -101,6 +108,10 @@ class TokenGraph:
             if rowptr is not None:
                 raise ValueError("an implicit (structured) TokenGraph takes rowptr=None: both are "
                                  "built from the pattern")
+            if lengths is None:  # hand-built: read once from the offsets (eagerly)
+                lengths = (tuple(src_ptr.diff().tolist()), tuple(dst_ptr.diff().tolist()))
+        if lengths is not None:  # kept when a built graph moves (its edges may exist by then)
+            put("host_lengths", lengths)
             put("pattern", Pattern(pattern.name, canonical_params(pattern.name, pattern.params),
                                    pattern.allows or predicate(pattern.name, pattern.params)))
         elif validate:
@@ -137,6 +148,8 @@ class TokenGraph:
         return self._rowptr
 
     def _cpu_lengths(self):
+        if self.host_lengths is not None:  # no device sync
+            return tuple(torch.tensor(n, dtype=torch.long) for n in self.host_lengths)
         return self.src_ptr.diff().cpu(), self.dst_ptr.diff().cpu()
 
     def _counts(self) -> Tensor:
@@ -146,8 +159,8 @@ class TokenGraph:
     def num_edges(self) -> int:
         if self._edge_index is not None:
             return self._edge_index.size(1)
-        if self._num_edges is None:  # closed form per sequence: O(B)
-            n = int(edge_counts(self.pattern.name, self.pattern.params, *self._cpu_lengths()).sum())
+        if self._num_edges is None:  # closed form per sequence on Python ints: O(B)
+            n = edge_count(self.pattern.name, self.pattern.params, *self.host_lengths)
             object.__setattr__(self, "_num_edges", n)
         return self._num_edges
 
@@ -181,7 +194,9 @@ class TokenGraph:
         return TokenGraph(move(self._edge_index), self.num_src, self.num_dst, move(self.src_ptr),
                           move(self.dst_ptr), move(self._rowptr), self.pattern, self.bipartite,
                           edge_attr=map_edge_attr(self.edge_attr, move),
-                          edge_perm=move(self.edge_perm), validate=False)
+                          edge_perm=move(self.edge_perm), validate=False,
+                          lengths=self.host_lengths)
+
     def as_edge_index(self):
         """The edges as PyG's :class:`torch_geometric.EdgeIndex` (sparse size ``(N_src, N_dst)``,
         sorted by target, i.e. ``sort_order="col"``)."""
@@ -230,16 +245,29 @@ def as_lengths(lengths: Lengths, name: str = "lengths") -> Tensor:
     return t
 
 
+def host_lengths(lengths: Lengths, name: str = "lengths") -> Tuple[int, ...]:
+    """Lengths as a tuple of Python ints, validated as :func:`as_lengths` does. A list or tuple of
+    ints is checked in Python, so a builder called inside a traced function reads no tensor; a
+    tensor is read once (on the host)."""
+    if isinstance(lengths, (list, tuple)) and all(type(n) is int for n in lengths):
+        if any(n < 0 for n in lengths):
+            raise ValueError(f"{name} must be non-negative, got {list(lengths)}")
+        return tuple(lengths)
+    return tuple(as_lengths(lengths, name).tolist())
+
+
 def _ptr(lengths: Tensor) -> Tensor:
     return torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
 
 
-def structured_graph(pattern: Pattern, src_len: Tensor, dst_len: Tensor, bipartite: bool,
-                     device=None) -> TokenGraph:
-    """An implicit graph of a structured pattern: O(B) to build, edges only when asked."""
-    src_ptr, dst_ptr = _ptr(src_len), _ptr(dst_len)
-    return TokenGraph(None, int(src_ptr[-1]), int(dst_ptr[-1]), src_ptr.to(device),
-                      dst_ptr.to(device), None, pattern, bipartite, validate=False)
+def structured_graph(pattern: Pattern, src_len: Tuple[int, ...], dst_len: Tuple[int, ...],
+                     bipartite: bool, device=None) -> TokenGraph:
+    """An implicit graph of a structured pattern from per-sequence lengths (Python ints): O(B) to
+    build, edges only when asked; no tensor value is read (traceable without a graph break)."""
+    src_off, dst_off = [0, *accumulate(src_len)], [0, *accumulate(dst_len)]
+    ptr = lambda off: torch.tensor(off, dtype=torch.long, device=device)  # noqa: E731
+    return TokenGraph(None, src_off[-1], dst_off[-1], ptr(src_off), ptr(dst_off), None, pattern,
+                      bipartite, validate=False, lengths=(tuple(src_len), tuple(dst_len)))
 
 
 def map_edge_attr(edge_attr, fn):

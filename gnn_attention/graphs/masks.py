@@ -165,7 +165,11 @@ def masks_to_graph(B: int, T: int, S: int, H: int, key_padding_mask: Optional[Te
     any work."""
     _check(B, T, S, H, key_padding_mask, attn_mask)
     lengths = None if key_padding_mask is None else suffix_lengths(key_padding_mask)
-    if attn_mask is not None and (attn_mask.dtype == torch.bool or attn_mask.dim() == 3):
+    if attn_mask is not None and is_causal and torch.compiler.is_compiling():
+        # is_causal is torch's promise that attn_mask is the causal mask (torch then drops the
+        # mask); an eager call checks it, a traced one cannot read the mask without a graph break
+        structured_mask = True
+    elif attn_mask is not None and (attn_mask.dtype == torch.bool or attn_mask.dim() == 3):
         structured_mask = is_causal_mask(attn_mask)  # a bool or per-head mask: only if causal
         is_causal = is_causal or structured_mask
     else:
@@ -174,7 +178,9 @@ def masks_to_graph(B: int, T: int, S: int, H: int, key_padding_mask: Optional[Te
         if not structured_mask and not torch.isneginf(attn_mask).any():
             structured_mask = None  # an additive bias on the structured graph
     if (key_padding_mask is None or lengths is not None) and structured_mask is not False:
-        graph = structured_graph(B, T, S, bool(is_causal), lengths, str(device))
+        # traced: the uncached builder (dynamo does not honour lru_cache; the graph is traced once)
+        build = structured_graph.__wrapped__ if torch.compiler.is_compiling() else structured_graph
+        graph = build(B, T, S, bool(is_causal), lengths, str(device))
         bias = None if structured_mask else _bias_on_graph(graph, attn_mask, B, T, S, dtype)
         return graph, bias
     return _general(B, T, S, H, key_padding_mask, attn_mask, is_causal, dtype, device)

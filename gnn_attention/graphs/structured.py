@@ -16,12 +16,12 @@ Every structured pattern gives target t the sources ``lo_t + d * k`` for ``k < c
                                             unless causal)
 
 so the edge count of a sequence is a sum of clamped arithmetic series, computed per sequence in
-O(B) (:func:`edge_counts`); the per-target ranges cost O(N_dst) (:func:`ranges`) and the edges
+O(B) (:func:`edge_count`, on Python ints); the per-target ranges cost O(N_dst) (:func:`ranges`) and the edges
 O(E) (:func:`materialise`), sorted by (target, source) because k increases with s.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -76,35 +76,45 @@ def predicate(name: str, params: tuple):
     return allows
 
 
-def _causal_series(T: Tensor, S: Tensor, c: Tensor) -> Tensor:
-    """``sum_{x=c}^{c+T-1} clamp(x, 0, S)`` per sequence (the causal count_t = clamp(t + c, 0, S))."""
+def _clamped_sum(c: int, T: int, S: int) -> int:
+    """``sum_{x=c}^{c+T-1} clamp(x, 0, S)`` (the causal count_t = clamp(t + c, 0, S), summed)."""
     def below(n):  # sum_{x=0}^{n-1} min(x, S), n >= 0
-        head = n * (n - 1) // 2
-        tail = S * (S + 1) // 2 + (n - S - 1) * S
-        return torch.where(n <= S + 1, head, tail)
+        return n * (n - 1) // 2 if n <= S + 1 else S * (S + 1) // 2 + (n - S - 1) * S
 
-    return below((c + T).clamp_min(0)) - below(c.clamp_min(0))
+    return below(max(c + T, 0)) - below(max(c, 0))
 
 
-def _window_side(T: Tensor, r: int, d: int) -> Tensor:
-    """``sum_{t=0}^{T-1} min(t // d, r)`` per sequence (neighbours on one side of every target)."""
-    m = torch.minimum(T, torch.full_like(T, r * d))
+def _window_side(T: int, r: int, d: int) -> int:
+    """``sum_{t=0}^{T-1} min(t // d, r)`` (neighbours on one side of every target)."""
+    m = min(T, r * d)
     q = m // d
     return d * q * (q - 1) // 2 + (m - q * d) * q + r * (T - m)
+
+
+def sequence_edges(name: str, params: tuple, S: int, T: int) -> int:
+    """Edges of one sequence with S sources and T targets, in closed form (Python ints: no tensor
+    is read, so it runs while ``torch.compile`` traces). ``params`` canonical."""
+    if name in ("full", "cross"):
+        return T * S
+    if name in ("causal", "cross_causal"):
+        off = S - T if params[0] == "bottom_right" else 0
+        return _clamped_sum(off + 1, T, S)
+    w, causal, d = params
+    side = _window_side(T, w // d, d)
+    return T + side + (0 if causal else side)
+
+
+def edge_count(name: str, params: tuple, src_len: Sequence[int], dst_len: Sequence[int]) -> int:
+    """Total edges of B sequences given as Python ints. O(B)."""
+    params = canonical_params(name, params)
+    return sum(sequence_edges(name, params, S, T) for S, T in zip(src_len, dst_len))
 
 
 def edge_counts(name: str, params: tuple, src_len: Tensor, dst_len: Tensor) -> Tensor:
     """``[B]`` edges per sequence, without building anything per target. O(B)."""
     params = canonical_params(name, params)
-    T, S = dst_len.long(), src_len.long()
-    if name in ("full", "cross"):
-        return T * S
-    if name in ("causal", "cross_causal"):
-        off = S - T if params[0] == "bottom_right" else torch.zeros_like(T)
-        return _causal_series(T, S, off + 1)
-    w, causal, d = params
-    side = _window_side(T, w // d, d)
-    return T + side + (0 if causal else side)
+    return torch.tensor([sequence_edges(name, params, S, T)
+                         for S, T in zip(src_len.tolist(), dst_len.tolist())], dtype=torch.long)
 
 
 def local_positions(dst_len: Tensor, src_len: Tensor) -> Tuple[Tensor, Tensor, Tensor]:

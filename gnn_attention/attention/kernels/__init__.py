@@ -65,8 +65,9 @@ def dispatch(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor | None, 
             bias_heads) not in graph.cache:  # once per graph and signature (see .prepare)
         opts = dict(bias_heads=bias_heads, score=score, dropout_p=dropout_p,
                     return_attention_weights=return_attention_weights, backend=backend)
-        run = prepare.prepare_outside if torch.compiler.is_compiling() else prepare.prepare
-        run(graph, H, D, Dv, q.dtype, **opts)
+        inside = torch.compiler.is_compiling() and not prepare.traceable(
+            graph, backend, score, dropout_p, return_attention_weights, bias_heads)
+        (prepare.prepare_outside if inside else prepare.prepare)(graph, H, D, Dv, q.dtype, **opts)
     name = prepare.kernel_for(graph, backend, score, dropout_p, return_attention_weights)
     prepare.guard(name, graph, n_dst, n_src, H, D, Dv, q.dtype, bias_heads, dropout_p > 0.0)
     edges = (lambda: graph.edge_index) if edge_index is None else (lambda: edge_index)

@@ -46,11 +46,11 @@ class Lengths:
 
     @property
     def T_max(self) -> int:
-        return max(self.T, default=0)
+        return max(self.T) if self.T else 0  # (dynamo's max() takes no default=)
 
     @property
     def S_max(self) -> int:
-        return max(self.S, default=0)
+        return max(self.S) if self.S else 0
 
     @property
     def uniform(self) -> bool:
@@ -67,9 +67,14 @@ def cached(graph: TokenGraph | Tensor, key, build: Callable[[], object]):
 
 
 def lengths(graph: TokenGraph) -> Lengths:
-    """The graph's sequence lengths, cached."""
-    return cached(graph, "lengths", lambda: Lengths(tuple(graph.dst_lengths.tolist()),
-                                                    tuple(graph.src_lengths.tolist())))
+    """The graph's sequence lengths, cached (an implicit graph's Python ints: no tensor read)."""
+    def build() -> Lengths:
+        if graph.host_lengths is not None:
+            src, dst = graph.host_lengths
+            return Lengths(dst, src)
+        return Lengths(tuple(graph.dst_lengths.tolist()), tuple(graph.src_lengths.tolist()))
+
+    return cached(graph, "lengths", build)
 
 
 def window_params(graph: TokenGraph):

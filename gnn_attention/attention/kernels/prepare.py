@@ -15,7 +15,10 @@ name), so a graph with other lengths is planned again, never run with a stale pl
 A graph reaching a compiled call unprepared is prepared by :func:`prepare_outside`, which
 ``torch.compile`` runs eagerly: one graph break, at the first attention call on that graph.
 :func:`prepare` called beforehand (e.g. right after building the graph, or by one eager call)
-leaves zero breaks.
+leaves zero breaks. An implicit graph on the dense kernel without an edge bias needs no break at
+all (:func:`traceable`): its plan reads only the Python-int lengths it carries and its layout is
+built from shapes, so a model that builds its graphs inside ``forward`` (the ``nn.Transformer``
+drop-ins) traces in one piece.
 """
 from __future__ import annotations
 
@@ -104,6 +107,18 @@ def prepare(graph: TokenGraph, H: int, D: int, Dv: int, dtype: torch.dtype, *,
     graph.cache[signature(backend, score, dropout_p, return_attention_weights, H, D, Dv, dtype,
                           bias_heads)] = name
     return name
+
+
+def traceable(graph: TokenGraph, backend: str, score: str, dropout_p: float,
+              return_attention_weights: bool, bias_heads: int) -> bool:
+    """Whether :func:`prepare` reads no tensor value for this graph and signature, so it can run
+    inside a traced function: an implicit full / causal / cross graph (Python-int lengths) whose
+    call runs the dense kernel without an edge bias (the bias and the returned weights need the
+    edges)."""
+    if (graph.host_lengths is None or graph.pattern.name not in plan.DENSE_PATTERNS or bias_heads
+            or return_attention_weights):
+        return False  # other patterns on the dense kernel take their mask from the edges
+    return kernel_for(graph, backend, score, dropout_p, False) == "dense"
 
 
 @torch.compiler.disable
