@@ -181,6 +181,9 @@ def plot(result: dict, path: Path) -> None:
         for r in rows:
             ax.annotate(r["edge_set"], (r["edges_per_node"], 0.02), fontsize=8, rotation=90)
         ax.set_xscale("log")
+        ax.set_xticks([r["edges_per_node"] for r in rows], minor=False)
+        ax.set_xticks([], minor=True)
+        ax.set_xticklabels([f"{r['edges_per_node']:.1f}" for r in rows])
         ax.set_xlabel("attention edges per node (log)")
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize=8)
