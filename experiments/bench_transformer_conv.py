@@ -11,7 +11,7 @@ compared (max |diff|) before timing. Both layers are timed interleaved in one pr
   call, so each call pays the sort and the CSR build (a new mini-batch per step);
 * ``ours_token_graph``: a TokenGraph built once (``graphs.from_edge_index``).
 
-    python experiments/bench_transformer_conv.py  [--reps 15] [--out experiments/results/...]
+    python experiments/bench_transformer_conv.py  [--reps 15] [--threads 2 [1 ...]] [--out ...json]
 """
 from __future__ import annotations
 
@@ -22,12 +22,14 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch_geometric
 from torch_geometric.nn import TransformerConv as PyGTransformerConv
 
 from gnn_attention import graphs
 from gnn_attention.attention.transformer_conv import TransformerConv
+from gnn_attention.graphs.pyg import stable_argsort
 
 
 @dataclass(frozen=True)
@@ -100,28 +102,57 @@ def case(cfg: Config, edge_dim, gen) -> dict:
             "R13_token_graph": med["pyg"] / med["ours_token_graph"]}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--reps", type=int, default=Config.reps)
-    p.add_argument("--out", default="experiments/results/bench_transformer_conv.json")
-    args = p.parse_args()
-    cfg = Config(reps=args.reps)
+def host_sort_ms(cfg: Config, gen: torch.Generator, reps: int = 21) -> dict:
+    """Median ms of the raw path's host sort of the (target, source) keys: the radix passes the
+    layer uses (``graphs.pyg.stable_argsort``) and numpy's int64 stable sort."""
+    ei = random_edges(cfg.N, cfg.E, gen).numpy()
+    key = ei[1] * cfg.N + ei[0]
+    assert np.array_equal(stable_argsort(key), np.argsort(key, kind="stable"))
+    sorts = {"radix_16bit": stable_argsort,
+             "numpy_stable": lambda k: np.argsort(k, kind="stable")}
+    times = {name: [] for name in sorts}
+    for _ in range(reps):  # interleaved, as the layers
+        for name, fn in sorts.items():
+            times[name].append(timed(lambda fn=fn: fn(key)))
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
+def run(cfg: Config) -> dict:
+    """Both edge_dim cases and the host sort at ``cfg.threads`` threads, with the load average
+    before and after (the machine is shared: the load, not the layer, can set the figures)."""
     torch.set_num_threads(cfg.threads)
     gen = torch.Generator().manual_seed(cfg.seed)
     load_before = os.getloadavg()
     rows = [case(cfg, d, gen) for d in (None, 16)]
-    result = {"config": asdict(cfg), "torch": torch.__version__, "pyg": torch_geometric.__version__,
-              "device": "cpu", "threads": torch.get_num_threads(),
-              "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "cases": rows}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    sort_ms = host_sort_ms(cfg, gen)
+    return {"config": asdict(cfg), "threads": torch.get_num_threads(),
+            "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "cases": rows,
+            "host_sort_ms": sort_ms}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reps", type=int, default=Config.reps)
+    p.add_argument("--threads", type=int, nargs="+", default=[Config.threads],
+                   help="one run per thread count (default: 2)")
+    p.add_argument("--out", default="experiments/results/bench_transformer_conv.json")
+    args = p.parse_args()
+    if args.reps < 1 or min(args.threads) < 1:
+        p.error("--reps and --threads must be positive")
+    runs = [run(Config(reps=args.reps, threads=t)) for t in args.threads]
+    result = {"torch": torch.__version__, "pyg": torch_geometric.__version__, "device": "cpu",
+              "runs": runs}
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
-    for r in rows:
-        print(f"edge_dim={r['edge_dim']}: R13 {r['R13_edge_index']:.2f} (edge_index), "
-              f"{r['R13_edge_index_cold']:.2f} (edge_index, new order every call), "
-              f"{r['R13_token_graph']:.2f} (TokenGraph); max|diff| {r['max_abs_diff']:.1e}; "
-              f"medians {r['median_s']}")
-    print(f"load average before {load_before}, after {result['loadavg_after']}")
+    for r in runs:
+        print(f"threads={r['threads']}, load average before {r['loadavg_before']}, after "
+              f"{r['loadavg_after']}; host sort of the keys (ms): {r['host_sort_ms']}")
+        for c in r["cases"]:
+            print(f"  edge_dim={c['edge_dim']}: R13 {c['R13_edge_index']:.2f} (edge_index), "
+                  f"{c['R13_edge_index_cold']:.2f} (edge_index, new order every call), "
+                  f"{c['R13_token_graph']:.2f} (TokenGraph); max|diff| {c['max_abs_diff']:.1e}; "
+                  f"medians {c['median_s']}")
 
 
 if __name__ == "__main__":
