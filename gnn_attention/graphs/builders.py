@@ -11,7 +11,6 @@ are built only when something reads ``edge_index``. ``from_predicate`` evaluates
 from __future__ import annotations
 
 import operator
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -34,7 +33,7 @@ from gnn_attention.graphs.core import (
 PREDICATE_PAIRS = 1 << 22
 
 
-def check_int(name: str, value, low: Optional[int] = None) -> int:
+def check_int(name: str, value, low: int | None = None) -> int:
     """``value`` as an int >= ``low``; bools, floats and strings are mistakes, not integers."""
     try:
         if isinstance(value, bool) or (isinstance(value, Tensor) and value.dtype == torch.bool):
@@ -60,7 +59,7 @@ def _check_align(align: str) -> str:
     return align
 
 
-def _pair(lengths: Lengths, src_lengths: Optional[Lengths], name: str):
+def _pair(lengths: Lengths, src_lengths: Lengths | None, name: str):
     """``(S_b, T_b)`` as tuples of Python ints (see :func:`~gnn_attention.graphs.core.host_lengths`)."""
     n = host_lengths(lengths, name)
     m = n if src_lengths is None else host_lengths(src_lengths, "src_lengths")
@@ -77,7 +76,7 @@ def full(lengths: Lengths, device=None) -> TokenGraph:
     return structured_graph(Pattern("full"), n, n, False, device)
 
 
-def causal(lengths: Lengths, align: str = "top_left", src_lengths: Optional[Lengths] = None,
+def causal(lengths: Lengths, align: str = "top_left", src_lengths: Lengths | None = None,
            device=None) -> TokenGraph:
     """Causal self-attention: target t attends to sources s <= t (top-left aligned, as SDPA
     ``is_causal``) or s <= t + S - T (bottom-right aligned: the last query sees every key).
@@ -114,7 +113,7 @@ def cross(src_lengths: Lengths, dst_lengths: Lengths, causal: bool = False,
     return structured_graph(Pattern("cross"), m, n, True, device)
 
 
-def from_predicate(lengths: Lengths, allows: Predicate, src_lengths: Optional[Lengths] = None,
+def from_predicate(lengths: Lengths, allows: Predicate, src_lengths: Lengths | None = None,
                    name: str = "predicate", device=None) -> TokenGraph:
     """Any pattern given as a predicate ``allows(t, s, T, S)`` over local positions: ``t [R, 1]``,
     ``s [1, S]`` and 0-d ``T``, ``S`` in, a bool tensor broadcasting to ``[R, S]`` out (R target rows

@@ -5,9 +5,10 @@ N_dst = sum T_b, N_src = sum S_b nodes; E edges j -> i; t, s = positions inside 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Union
 
 import torch
 from torch import Tensor
@@ -53,7 +54,7 @@ class Pattern:
 
     name: str
     params: tuple = ()
-    allows: Optional[Predicate] = field(default=None, compare=False, repr=False)
+    allows: Predicate | None = field(default=None, compare=False, repr=False)
 
 
 class TokenGraph:
@@ -90,12 +91,12 @@ class TokenGraph:
     ``validate=False`` skips this for edges that are correct by construction.
     """
 
-    def __init__(self, edge_index: Optional[Tensor], num_src: int, num_dst: int, src_ptr: Tensor,
-                 dst_ptr: Tensor, rowptr: Optional[Tensor], pattern: Pattern,
-                 bipartite: bool = False, cache: Optional[dict] = None, *, edge_attr=None,
-                 edge_perm: Optional[Tensor] = None, validate: bool = True,
-                 lengths: Optional[tuple] = None):
-        put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+    def __init__(self, edge_index: Tensor | None, num_src: int, num_dst: int, src_ptr: Tensor,
+                 dst_ptr: Tensor, rowptr: Tensor | None, pattern: Pattern,
+                 bipartite: bool = False, cache: dict | None = None, *, edge_attr=None,
+                 edge_perm: Tensor | None = None, validate: bool = True,
+                 lengths: tuple | None = None):
+        put = lambda k, v: object.__setattr__(self, k, v)
         for k, v in (("num_src", int(num_src)), ("num_dst", int(num_dst)), ("src_ptr", src_ptr),
                      ("dst_ptr", dst_ptr), ("bipartite", bool(bipartite)),
                      ("cache", {} if cache is None else cache), ("edge_attr", edge_attr),
@@ -187,10 +188,10 @@ class TokenGraph:
             return self._counts().to(self.device)
         return self._rowptr.diff()
 
-    def to(self, device: Union[str, torch.device]) -> "TokenGraph":
+    def to(self, device: str | torch.device) -> TokenGraph:
         """The same graph on another device (the kernel cache starts empty there; an implicit
         graph stays implicit)."""
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        move = lambda t: None if t is None else t.to(device)
         return TokenGraph(move(self._edge_index), self.num_src, self.num_dst, move(self.src_ptr),
                           move(self.dst_ptr), move(self._rowptr), self.pattern, self.bipartite,
                           edge_attr=map_edge_attr(self.edge_attr, move),
@@ -245,7 +246,7 @@ def as_lengths(lengths: Lengths, name: str = "lengths") -> Tensor:
     return t
 
 
-def host_lengths(lengths: Lengths, name: str = "lengths") -> Tuple[int, ...]:
+def host_lengths(lengths: Lengths, name: str = "lengths") -> tuple[int, ...]:
     """Lengths as a tuple of Python ints, validated as :func:`as_lengths` does. A list or tuple of
     ints is checked in Python, so a builder called inside a traced function reads no tensor; a
     tensor is read once (on the host)."""
@@ -260,12 +261,12 @@ def _ptr(lengths: Tensor) -> Tensor:
     return torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
 
 
-def structured_graph(pattern: Pattern, src_len: Tuple[int, ...], dst_len: Tuple[int, ...],
+def structured_graph(pattern: Pattern, src_len: tuple[int, ...], dst_len: tuple[int, ...],
                      bipartite: bool, device=None) -> TokenGraph:
     """An implicit graph of a structured pattern from per-sequence lengths (Python ints): O(B) to
     build, edges only when asked; no tensor value is read (traceable without a graph break)."""
     src_off, dst_off = [0, *accumulate(src_len)], [0, *accumulate(dst_len)]
-    ptr = lambda off: torch.tensor(off, dtype=torch.long, device=device)  # noqa: E731
+    ptr = lambda off: torch.tensor(off, dtype=torch.long, device=device)
     return TokenGraph(None, src_off[-1], dst_off[-1], ptr(src_off), ptr(dst_off), None, pattern,
                       bipartite, validate=False, lengths=(tuple(src_len), tuple(dst_len)))
 
@@ -322,7 +323,7 @@ def checked_label(pattern: Pattern, ei: Tensor, src_ptr: Tensor, dst_ptr: Tensor
 
 
 def from_edge_index(edge_index: Tensor, src_lengths: Lengths, dst_lengths: Lengths,
-                    pattern: Optional[Pattern] = None, bipartite: bool = False, device=None,
+                    pattern: Pattern | None = None, bipartite: bool = False, device=None,
                     edge_attr=None) -> TokenGraph:
     """Wrap arbitrary edges (validated, sorted by (target, source)) as a :class:`TokenGraph`.
 

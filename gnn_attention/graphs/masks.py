@@ -27,7 +27,6 @@ at every call.
 from __future__ import annotations
 
 import functools
-from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -65,7 +64,7 @@ def _check(B, T, S, H, key_padding_mask, attn_mask) -> None:
                              f"{[B * H, T, S]}, got {list(attn_mask.shape)}")
 
 
-def _as_bias(mask: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+def _as_bias(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     """A mask as an additive float bias (MHA convention: bool True = blocked = -inf)."""
     if mask is None:
         return None
@@ -82,7 +81,7 @@ def _causal_reference(T: int, S: int, dtype: torch.dtype, device: str) -> Tensor
     return blocked if dtype == torch.bool else _as_bias(blocked, dtype)
 
 
-def is_causal_mask(mask: Optional[Tensor]) -> bool:
+def is_causal_mask(mask: Tensor | None) -> bool:
     """Whether a 2-D mask (MHA convention) is exactly the top-left causal mask: one comparison of
     ``T * S`` values, far cheaper than the attention it saves a conversion for."""
     if mask is None or mask.dim() != 2 or mask.requires_grad:
@@ -90,7 +89,7 @@ def is_causal_mask(mask: Optional[Tensor]) -> bool:
     return torch.equal(mask, _causal_reference(*mask.shape, mask.dtype, str(mask.device)))
 
 
-def suffix_lengths(key_padding_mask: Tensor) -> Optional[Tuple[int, ...]]:
+def suffix_lengths(key_padding_mask: Tensor) -> tuple[int, ...] | None:
     """``L_b`` per sequence when a bool padding mask only pads a suffix of each row (right
     padding), else None. **Shapes:** ``[B, S]`` -> B ints."""
     if key_padding_mask.dtype != torch.bool:
@@ -102,7 +101,7 @@ def suffix_lengths(key_padding_mask: Tensor) -> Optional[Tuple[int, ...]]:
 
 
 @functools.lru_cache(maxsize=GRAPH_CACHE_SIZE)
-def structured_graph(B: int, T: int, S: int, is_causal: bool, lengths: Optional[tuple],
+def structured_graph(B: int, T: int, S: int, is_causal: bool, lengths: tuple | None,
                      device: str) -> TokenGraph:
     """The graph of B sequences of T queries over S key nodes where query t of sequence b sees
     keys ``s < L_b`` (and ``s <= t`` when causal, top-left aligned); ``lengths=None`` means
@@ -156,9 +155,9 @@ def _general(B, T, S, H, key_padding_mask, attn_mask, is_causal, dtype, device):
     return graph, bias.expand(B, Hb, T, S)[b, :, t, s]  # [E, Hb]
 
 
-def masks_to_graph(B: int, T: int, S: int, H: int, key_padding_mask: Optional[Tensor],
-                   attn_mask: Optional[Tensor], is_causal: bool, dtype: torch.dtype,
-                   device) -> Tuple[TokenGraph, Optional[Tensor]]:
+def masks_to_graph(B: int, T: int, S: int, H: int, key_padding_mask: Tensor | None,
+                   attn_mask: Tensor | None, is_causal: bool, dtype: torch.dtype,
+                   device) -> tuple[TokenGraph, Tensor | None]:
     """Turn MHA-style masks into a :class:`TokenGraph` over ``B * T`` queries and ``B * S`` keys
     and an optional per-edge bias ``[E, Hb]`` (float masks' values, per head when 3-D); the
     recognised masks of the module table take no dense -> edge conversion. Errors come before

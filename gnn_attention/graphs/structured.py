@@ -21,7 +21,7 @@ O(E) (:func:`materialise`), sorted by (target, source) because k increases with 
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -117,7 +117,7 @@ def edge_counts(name: str, params: tuple, src_len: Tensor, dst_len: Tensor) -> T
                          for S, T in zip(src_len.tolist(), dst_len.tolist())], dtype=torch.long)
 
 
-def local_positions(dst_len: Tensor, src_len: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+def local_positions(dst_len: Tensor, src_len: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Per target node: its position t, its sequence's T and S (each ``[N_dst]``)."""
     seq = torch.repeat_interleave(torch.arange(dst_len.numel()), dst_len)
     start = torch.cat([dst_len.new_zeros(1), dst_len.cumsum(0)[:-1]])
@@ -125,7 +125,7 @@ def local_positions(dst_len: Tensor, src_len: Tensor) -> Tuple[Tensor, Tensor, T
     return t, dst_len[seq], src_len[seq]
 
 
-def ranges(name: str, params: tuple, src_len: Tensor, dst_len: Tensor) -> Tuple[Tensor, Tensor, int]:
+def ranges(name: str, params: tuple, src_len: Tensor, dst_len: Tensor) -> tuple[Tensor, Tensor, int]:
     """``(lo, count, d)``: target t has sources ``lo_t + d k``, ``k < count_t`` (``[N_dst]`` each,
     local positions). O(N_dst)."""
     params = canonical_params(name, params)
@@ -150,7 +150,7 @@ def edge_bytes(num_edges: int) -> int:
 
 
 def materialise(src_ptr: Tensor, dst_ptr: Tensor, lo: Tensor, count: Tensor,
-                step: int) -> Tuple[Tensor, Tensor]:
+                step: int) -> tuple[Tensor, Tensor]:
     """``(edge_index [2, E], rowptr [N_dst + 1])`` on the CPU from per-target ranges.
 
     Source of edge e of target i: ``src_ptr[b_i] + lo_i + step (e - rowptr_i)``, i.e.

@@ -25,7 +25,7 @@ def _data(B, S, seed=0):
 
 
 def _causal(T):
-    return dict(tgt_mask=nn.Transformer.generate_square_subsequent_mask(T), tgt_is_causal=True)
+    return {"tgt_mask": nn.Transformer.generate_square_subsequent_mask(T), "tgt_is_causal": True}
 
 
 @pytest.mark.parametrize("masks", ["none", "causal"])

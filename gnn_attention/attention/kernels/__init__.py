@@ -63,8 +63,8 @@ def dispatch(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor | None, 
     if isinstance(graph, TokenGraph) and prepare.signature(
             backend, score, dropout_p, return_attention_weights, H, D, Dv, q.dtype,
             bias_heads) not in graph.cache:  # once per graph and signature (see .prepare)
-        opts = dict(bias_heads=bias_heads, score=score, dropout_p=dropout_p,
-                    return_attention_weights=return_attention_weights, backend=backend)
+        opts = {"bias_heads": bias_heads, "score": score, "dropout_p": dropout_p,
+                    "return_attention_weights": return_attention_weights, "backend": backend}
         inside = torch.compiler.is_compiling() and not prepare.traceable(
             graph, backend, score, dropout_p, return_attention_weights, bias_heads)
         (prepare.prepare_outside if inside else prepare.prepare)(graph, H, D, Dv, q.dtype, **opts)
