@@ -225,3 +225,17 @@ def test_k_hop_graph_errors():
         from_batch(batch.batch, edge_index=batch.edge_index, k=1)
     with pytest.raises(IndexError, match="out of range"):
         k_hop_graph(torch.tensor([[0], [99]]), 1, batch.batch)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_k_hop_graph_and_sorted_memo_stay_on_the_device():
+    batch = ragged_batch().to("cuda")
+    g = k_hop_graph(batch.edge_index, 2, batch.batch, num_graphs=batch.num_graphs)
+    cpu = k_hop_graph(batch.edge_index.cpu(), 2, batch.batch.cpu(), num_graphs=batch.num_graphs)
+    assert g.edge_index.is_cuda and g.rowptr.is_cuda and g.src_ptr.is_cuda
+    assert torch.equal(g.edge_index.cpu(), cpu.edge_index)
+    ei = shuffled_edges().cuda()
+    memo = cached_sorted_graph(ei, N_SRC, N_DST)
+    assert memo.edge_index.is_cuda and cached_sorted_graph(ei, N_SRC, N_DST) is memo
+    assert torch.equal(memo.edge_index.cpu(), sorted_graph(ei.cpu(), N_SRC, N_DST).edge_index)
