@@ -5,19 +5,31 @@ incoming edges weighs the values sent along them.
 
 Packages, in dependency order (each imports only those before it): graphs <- attention <- models
 <- pretrained <- training <- viz / tools <- cli. See docs/architecture.md.
+
+The names below are imported on first use (PEP 562), so ``import gnn_attention`` (and the
+``gnn-attention`` command starting up) loads no torch until something is asked for: the command
+line can then answer Ctrl-C during that import with one line instead of a traceback.
 """
-from gnn_attention import graphs, pretrained
-from gnn_attention.attention import (AttentionMemoryError, MultiheadAttentionConv, TransformerConv,
-                                     dense_attention, graph_attention, positional)
-from gnn_attention.graphs import TokenGraph
-from gnn_attention.models import (DecoderOnlyConfig, DecoderOnlyModel, EncoderOnlyConfig,
-                                  EncoderOnlyModel, KVCache, MultiheadAttention, Seq2SeqConfig,
-                                  Seq2SeqModel, Transformer, TransformerConfig, TransformerDecoder,
-                                  TransformerDecoderLayer, TransformerEncoder,
-                                  TransformerEncoderLayer, beam_search, decoding, greedy_decode,
-                                  pool)
-from gnn_attention.pretrained import load_bert, minilm_directory, sentence_embeddings
-from gnn_attention.training.determinism import deterministic
+from __future__ import annotations
+
+import importlib
+
+# name -> the module that defines it ("" : the name is itself a subpackage or module)
+_EXPORTS = {
+    **{n: "gnn_attention.attention" for n in (
+        "AttentionMemoryError", "MultiheadAttentionConv", "TransformerConv", "dense_attention",
+        "graph_attention", "positional")},
+    "TokenGraph": "gnn_attention.graphs",
+    **{n: "gnn_attention.models" for n in (
+        "DecoderOnlyConfig", "DecoderOnlyModel", "EncoderOnlyConfig", "EncoderOnlyModel", "KVCache",
+        "MultiheadAttention", "Seq2SeqConfig", "Seq2SeqModel", "Transformer", "TransformerConfig",
+        "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder",
+        "TransformerEncoderLayer", "beam_search", "decoding", "greedy_decode", "pool")},
+    **{n: "gnn_attention.pretrained" for n in ("load_bert", "minilm_directory",
+                                               "sentence_embeddings")},
+    "deterministic": "gnn_attention.training.determinism",
+    "graphs": "", "pretrained": "",
+}
 
 __version__ = "0.1.0"
 __all__ = [
@@ -29,3 +41,17 @@ __all__ = [
     "graph_attention", "graphs", "greedy_decode", "load_bert", "minilm_directory", "pool",
     "positional", "pretrained", "sentence_embeddings",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'gnn_attention' has no attribute {name!r}")
+    where = _EXPORTS[name]
+    value = (importlib.import_module(f"gnn_attention.{name}") if not where
+             else getattr(importlib.import_module(where), name))
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

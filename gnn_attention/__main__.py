@@ -1,5 +1,5 @@
 import sys
 
-from gnn_attention.cli.app import main
+from gnn_attention.cli import main
 
 sys.exit(main())
