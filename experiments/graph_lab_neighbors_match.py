@@ -23,7 +23,7 @@ Models (r + 1 layers, width C, read out at the root):
     python experiments/graph_lab_neighbors_match.py           # depths 2..5, cited in the docs
     python experiments/graph_lab_neighbors_match.py 6         # other depths (own results file)
     python experiments/graph_lab_neighbors_match.py quick     # seconds (the test's version)
-    python experiments/graph_lab_neighbors_match.py plot      # redraw the figure from the JSON
+    python experiments/graph_lab_neighbors_match.py plot      # redraw the figure from the JSONs
 
 Writes experiments/results/graph_lab_neighbors_match.json (rewritten after every run) and
 docs/figures/graph_lab_neighbors_match.png.
@@ -205,13 +205,26 @@ def train_and_evaluate(cfg: Config, workdir: Path, name: str, figure: Path | Non
     return result
 
 
+def merged_results(folder: Path) -> dict:
+    """The default study's results plus the rows of extra-depth runs (``..._r6.json``, from
+    ``python experiments/graph_lab_neighbors_match.py 6``) trained with the same configuration."""
+    result = json.loads((folder / "graph_lab_neighbors_match.json").read_text())
+    same = {k: v for k, v in result["config"].items() if k != "depths"}
+    have = {(r["model"], r["depth"]) for r in result["rows"]}
+    for extra in sorted(folder.glob("graph_lab_neighbors_match_r*.json")):
+        other = json.loads(extra.read_text())
+        if {k: v for k, v in other["config"].items() if k != "depths"} == same:
+            result["rows"] += [r for r in other["rows"] if (r["model"], r["depth"]) not in have]
+    return result
+
+
 def main(args: list) -> None:
     if args == ["quick"]:
         train_and_evaluate(QUICK, ROOT / "experiments", "graph_lab_neighbors_match_quick")
         return
-    if args == ["plot"]:  # redraw the figure from the results file (e.g. of a stopped sweep)
-        result = json.loads((ROOT / "experiments/results/graph_lab_neighbors_match.json").read_text())
-        plot(result, ROOT / "docs" / "figures" / "graph_lab_neighbors_match.png")
+    if args == ["plot"]:  # redraw the figure from the results files (e.g. of a stopped sweep)
+        plot(merged_results(ROOT / "experiments" / "results"),
+             ROOT / "docs" / "figures" / "graph_lab_neighbors_match.png")
         return
     if not all(a.isdigit() and 2 <= int(a) <= 8 for a in args):
         print("usage: graph_lab_neighbors_match.py [quick | plot | DEPTH ...] (depths 2..8)",

@@ -172,3 +172,14 @@ def test_budget_reuses_only_runs_of_the_same_configuration(tmp_path):
     assert pick(budget.QUICK, [tmp_path / "same.json"]) == {"attn": row}
     assert pick(budget.QUICK, [tmp_path / "other.json", tmp_path / "deeper.json",
                                tmp_path / "missing.json"]) == {}
+
+
+def test_figure_merges_extra_depth_runs_of_the_same_configuration(tmp_path):
+    conf = json.loads(json.dumps(asdict(nm.Config())))
+    main = {"config": conf, "rows": [{"model": "gcn", "depth": 2}]}
+    deeper = {"config": dict(conf, depths=[6]), "rows": [{"model": "gcn", "depth": 6}]}
+    other = {"config": dict(conf, depths=[7], lr=0.5), "rows": [{"model": "gcn", "depth": 7}]}
+    for name, data in (("", main), ("_r6", deeper), ("_r7", other)):
+        (tmp_path / f"graph_lab_neighbors_match{name}.json").write_text(json.dumps(data))
+    rows = nm.merged_results(tmp_path)["rows"]
+    assert sorted(r["depth"] for r in rows) == [2, 6]
