@@ -113,7 +113,7 @@ def prepare(graph, n_dst: int, n_src: int, dtype: torch.dtype, with_bias: bool) 
     lay = layout(graph, None, n_dst, n_src)
     if lay.mask is not None:
         _additive(graph, lay.mask, dtype)
-    if with_bias:
+    if with_bias and not _row_major(graph, lay, graph.num_edges):  # else: no edge is read
         cached(graph, "dense_edge_pos", lambda: _edge_pos(graph, None, lay.B, lay.T, lay.S))
 
 
@@ -148,7 +148,10 @@ def attention(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor | None,
     mask, is_causal = lay.mask, lay.is_causal
     if mask is not None:
         mask = _additive(graph, mask, q.dtype)
-    if edge_bias is not None:  # -inf everywhere, the bias on the edges
+    if edge_bias is not None and _row_major(graph, lay, edge_bias.size(0)):
+        # complete blocks of equal lengths: edge e (sorted by (b, t, s)) is slot e of [B, T, S]
+        mask = edge_bias.view(B, T, S, edge_bias.size(1)).permute(0, 3, 1, 2)
+    elif edge_bias is not None:  # -inf everywhere, the bias on the edges
         Hb = edge_bias.size(1)
         pos = cached(graph, "dense_edge_pos", lambda: _edge_pos(graph, edge_index, B, T, S))
         fm = q.new_full((B * T * S, Hb), float("-inf")).index_put((pos,), edge_bias)
@@ -159,6 +162,13 @@ def attention(q: Tensor, k: Tensor, v: Tensor, graph, edge_index: Tensor | None,
                                          is_causal=is_causal, scale=scale)
     out = out.transpose(1, 2).reshape(B * T, H, Dv)  # a view: SDPA allocates [B, T, H, Dv]
     return out if lay.dst_slot is None else out.index_select(0, lay.dst_slot)
+
+
+def _row_major(graph, lay: Layout, num_bias: int) -> bool:
+    """True when the edges are every (b, t, s) slot in order: a full or cross graph of equal
+    lengths (no padding, no mask), so a per-edge bias already is the ``[B, T, S, Hb]`` mask."""
+    return (isinstance(graph, TokenGraph) and graph.pattern.name in ("full", "cross")
+            and lay.mask is None and lay.dst_gather is None and num_bias == lay.B * lay.T * lay.S)
 
 
 def estimate(graph, n_dst: int, n_src: int, H: int, D: int, Dv: int, itemsize: int,
