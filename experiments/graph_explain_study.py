@@ -16,9 +16,10 @@ Tasks (regenerated per seed):
     d). PyG's own ``edge_mask`` marks every edge within 3 hops of any infection, not per node.
 
 Model: Linear -> ReLU -> 3 x (MultiheadAttentionConv on the input edges + one self loop per node,
-ReLU) -> Linear; trained full-batch on 80 % of the nodes. Each explained node (held out, of a
-class with a ground truth, correctly predicted) is explained on its L-hop subgraph (the logit is
-the same as on the whole graph) and its edges are ranked by
+ReLU) -> Linear; trained full-batch on 80 % of the nodes (Adam, lr 0.005, 1000 epochs: with lr
+0.01 and 400 epochs, seed 0 of ba_shapes stalled at 59 % train accuracy). Each explained node
+(held out, of a class with a ground truth, correctly predicted) is explained on its L-hop
+subgraph (the logit is the same as on the whole graph) and its edges are ranked by
   * att_l1..3: alpha^l_ij; att_rollout: sum_l w_l(i) alpha^l_ij, w_L = e_v, w_{l-1} = A_l^T w_l
     (the share of v's attention mass that reaches i at layer l, times the edge's weight);
   * knockout: |f_c(v) - f_c(v; edge j -> i removed in every layer)| via the intervention API
@@ -61,7 +62,7 @@ from gnn_attention.attention import MultiheadAttentionConv
 from gnn_attention.interpret import SiteEdit, run_graph
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = {"seeds": [0, 1, 2], "layers": 3, "channels": 32, "heads": 4, "epochs": 400, "lr": 0.01,
+CONFIG = {"seeds": [0, 1, 2], "layers": 3, "channels": 32, "heads": 4, "epochs": 1000, "lr": 0.005,
           "nodes_per_seed": 25, "knockout_copies": 64,
           "gnnexplainer": {"gnnexplainer": (100, 0.01), "gnnexplainer_tuned": (200, 0.1)}}
 QUICK = {"seeds": [0], "epochs": 60, "nodes_per_seed": 3,
@@ -166,8 +167,10 @@ def explain_node(model, x, ei, v: int, cfg: dict, gen: torch.Generator):
         logits = model(xs, sub_ei)
         res = run_graph(model.layers, xs, graph=graph, record=True)
         c = int(logits[u].argmax())
-        # the intervention runner reproduces the model (recorded path: rounding only)
-        assert (res.output - logits).abs().max() < 1e-4
+        # the intervention runner reproduces the model: bitwise when nothing is touched, to
+        # float32 rounding on the recorded (readable) path (logits reach ~1e2 here)
+        assert torch.equal(run_graph(model.layers, xs, graph=graph).output, logits)
+        assert (res.output - logits).abs().max() <= 1e-4 * max(1.0, float(logits.abs().max()))
     sites = sorted(res.records)
     maps = [res.records[s].alpha.mean(1) for s in sites]  # [E + n] per layer, in graph order
     scores = {f"att_l{i + 1}": m[pos] for i, m in enumerate(maps)}
@@ -287,7 +290,7 @@ def plot(result, path: Path):
             xs = [i + 0.38 * t for i in range(len(METHODS))]
             ax.bar(xs, [v["mean"] or 0 for v in vals], 0.38, yerr=[v["std"] or 0 for v in vals],
                    label=f"{task} (n={vals[0]['n']})", capsize=2)
-        ax.set_xticks([i + 0.19 for i in range(len(METHODS))], METHODS, rotation=30)
+        ax.set_xticks([i + 0.19 for i in range(len(METHODS))], METHODS, rotation=35, ha="right")
         ax.set_title({"auc": "ROC AUC vs ground truth", "precision": "precision at k"}[metric])
         ax.axhline(0.5 if metric == "auc" else 0, color="grey", lw=0.6)
     axes[0].legend(fontsize=8)
