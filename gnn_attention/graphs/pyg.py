@@ -24,6 +24,7 @@ from torch_geometric.utils import remove_self_loops
 
 from gnn_attention.graphs.builders import causal, full, window
 from gnn_attention.graphs.core import Pattern, TokenGraph
+from gnn_attention.graphs.sorting import stable_argsort
 from gnn_attention.graphs.validate import check_edge_index, check_same_sequence
 
 SPARSE_LAYOUTS = (torch.sparse_coo, torch.sparse_csr, torch.sparse_csc)
@@ -72,25 +73,6 @@ def to_edge_index(adj) -> tuple[Tensor, Size, Tensor | None]:
         return torch.stack([src, dst]).long(), (int(n_src), int(n_dst)), value
     raise TypeError(f"edge_index must be a Tensor or TokenGraph, got {type(adj).__name__} (a "
                     f"[2, E] tensor, a torch.sparse adj_t or a SparseTensor)")
-
-
-def stable_argsort(key: np.ndarray) -> np.ndarray:
-    """Stable argsort of non-negative int64 keys, as least-significant-digit radix passes over
-    16-bit digits (one pass per 16 bits of the largest key).
-
-    numpy sorts 16-bit integers with a radix sort (O(E) per pass), where its int64 stable sort is a
-    comparison sort (``host_sort_ms`` in ``experiments/bench_transformer_conv.py`` times both on
-    the R13 keys). Sorting by the low digit first and keeping ties in place in every later pass is
-    what makes the result equal the stable sort.
-
-    **Shapes:** ``key [E]`` -> ``order [E]`` with ``key[order]`` ascending, ties in input order.
-    """
-    order = np.arange(key.size)
-    bits = int(key.max()).bit_length() if key.size else 0
-    for shift in range(0, bits, 16):
-        digit = ((key[order] >> shift) & 0xFFFF).astype(np.uint16)
-        order = order[np.argsort(digit, kind="stable")]
-    return order
 
 
 def sorted_graph(edge_index: Tensor, num_src: int, num_dst: int) -> TokenGraph:

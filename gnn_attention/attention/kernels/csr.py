@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -36,6 +35,7 @@ from torch import Tensor
 
 from gnn_attention.attention.kernels.plan import cached, connect
 from gnn_attention.graphs import TokenGraph
+from gnn_attention.graphs.sorting import stable_argsort
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def build(edge_index: Tensor, n_dst: int, n_src: int, H: int, is_sorted: bool) -
     E = src.size
     order = inv = None
     if not is_sorted:  # CSR needs edges grouped by target; the user's order is restored on output
-        order = np.argsort(dst * max(n_src, 1) + src, kind="stable")
+        order = stable_argsort(dst * max(n_src, 1) + src)
         src, dst = src[order], dst[order]
         inv = np.empty_like(order)
         inv[order] = np.arange(E)
@@ -120,7 +120,7 @@ def build(edge_index: Tensor, n_dst: int, n_src: int, H: int, is_sorted: bool) -
     col = (src.reshape(1, -1) + n_src * heads).ravel()
     row = (dst.reshape(1, -1) + n_dst * heads).ravel()
     # A^T: edges sorted by source; stable, so targets stay ascending inside each source row.
-    perm_t = (np.argsort(src, kind="stable").reshape(1, -1) + E * heads).ravel()
+    perm_t = (stable_argsort(src).reshape(1, -1) + E * heads).ravel()
     crow_t1 = _ptr(np.bincount(src, minlength=n_src))
     crow_t = np.concatenate([(crow_t1[:-1].reshape(1, -1) + E * heads).ravel(), [H * E]])
     col_t = row[perm_t]
@@ -138,7 +138,7 @@ def build(edge_index: Tensor, n_dst: int, n_src: int, H: int, is_sorted: bool) -
 
 @torch.library.custom_op("gnn_attention::csr_structure", mutates_args=())
 def _structure_op(edge_index: Tensor, n_dst: int, n_src: int, H: int,
-                  is_sorted: bool) -> List[Tensor]:
+                  is_sorted: bool) -> list[Tensor]:
     st = build(edge_index, n_dst, n_src, H, is_sorted)
     empty = edge_index.new_zeros(0)
     return list(st.tensors) + \
@@ -149,7 +149,7 @@ def _structure_op(edge_index: Tensor, n_dst: int, n_src: int, H: int,
 def _(edge_index, n_dst, n_src, H, is_sorted):
     E = edge_index.size(1)
     idx = _index_dtype(n_dst, n_src, E, H)
-    new = lambda n, dtype=torch.int64: edge_index.new_empty(n, dtype=dtype)  # noqa: E731
+    new = lambda n, dtype=torch.int64: edge_index.new_empty(n, dtype=dtype)
     m = 0 if is_sorted else E
     return [new(H * n_dst + 1, idx), new(H * E, idx), new(H * E), new(H * n_src + 1, idx),
             new(H * E, idx), new(H * E), new(m), new(m)]
@@ -184,9 +184,9 @@ def _segment_softmax(s: Tensor, st: Structure) -> Tensor:
 
 
 @torch.library.custom_op("gnn_attention::csr_attention", mutates_args=())
-def _forward_op(qh: Tensor, kh: Tensor, vh: Tensor, bias: Optional[Tensor], crow: Tensor,
+def _forward_op(qh: Tensor, kh: Tensor, vh: Tensor, bias: Tensor | None, crow: Tensor,
                 col: Tensor, row: Tensor, crow_t: Tensor, col_t: Tensor, perm_t: Tensor,
-                H: int) -> Tuple[Tensor, Tensor]:
+                H: int) -> tuple[Tensor, Tensor]:
     """``(qh, kh, vh, bias) -> (out [H N_dst, Dv], alpha [H E])``: the forward above."""
     st = Structure(crow, col, row, crow_t, col_t, perm_t, None, None, H)
     s = _sddmm(st, qh, kh)
@@ -204,7 +204,7 @@ def _(qh, kh, vh, bias, crow, col, row, crow_t, col_t, perm_t, H):
 @torch.library.custom_op("gnn_attention::csr_attention_backward", mutates_args=())
 def _backward_op(d_out: Tensor, d_alpha: Tensor, qh: Tensor, kh: Tensor, vh: Tensor,
                  alpha: Tensor, crow: Tensor, col: Tensor, row: Tensor, crow_t: Tensor,
-                 col_t: Tensor, perm_t: Tensor, H: int) -> List[Tensor]:
+                 col_t: Tensor, perm_t: Tensor, H: int) -> list[Tensor]:
     """``(dq, dk, dv, dbias)`` by the softmax rule in the module docstring."""
     st = Structure(crow, col, row, crow_t, col_t, perm_t, None, None, H)
     d_out = d_out.contiguous()
