@@ -21,6 +21,7 @@ from gnn_attention.interpret.edits import (
                                           out_edges,
                                           patch_all,
 )
+from gnn_attention.interpret.effects import Effects, knockout_effects
 from gnn_attention.interpret.graph_runner import (
                                                  GraphPlan,
                                                  execute_graph,
@@ -31,7 +32,7 @@ from gnn_attention.interpret.graph_runner import (
 from gnn_attention.interpret.plan import Plan, prepare
 from gnn_attention.interpret.runner import RunResult, execute, run, sites
 
-__all__ = ["KINDS", "Edits", "GraphPlan", "Plan", "RunResult", "Site", "SiteEdit", "SiteRecord",
-           "check_edits", "edge_mask", "edited_attention", "execute", "execute_graph",
-           "graph_sites", "head_columns", "in_edges", "out_edges", "patch_all", "prepare",
-           "prepare_graph", "run", "run_graph", "sites"]
+__all__ = ["KINDS", "Edits", "Effects", "GraphPlan", "Plan", "RunResult", "Site", "SiteEdit",
+           "SiteRecord", "check_edits", "edge_mask", "edited_attention", "execute",
+           "execute_graph", "graph_sites", "head_columns", "in_edges", "knockout_effects",
+           "out_edges", "patch_all", "prepare", "prepare_graph", "run", "run_graph", "sites"]
