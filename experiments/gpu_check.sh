@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check in one go (about 8 minutes on one H100/H200), from the repository root:
 #     bash experiments/gpu_check.sh [OUT_DIR]        # default experiments/results/gpu_check
-#     GPU_CHECK_ALLOW_CPU=1 GPU_CHECK_BUDGET_S=240 bash experiments/gpu_check.sh /tmp/dry  # CPU dry run
+#     GPU_CHECK_ALLOW_CPU=1 GPU_CHECK_BUDGET_S=240 bash experiments/gpu_check.sh runs/gpu_check_dry  # CPU dry run
 #
 # Stages (each under `timeout`, each writing its own files; a failing stage is recorded and the
 # next one still runs; no stage starts once the global budget GPU_CHECK_BUDGET_S is spent):
