@@ -30,7 +30,7 @@ STAGES="$OUT/stages.tsv"
 # --- Python: the active one if it has torch and the package, else a venv over the system torch
 PY=python
 if ! "$PY" -c 'import torch, gnn_attention' >/dev/null 2>&1; then
-    VENV=.venv-gpu-check
+    VENV=${GPU_CHECK_VENV:-runs/gpu-check-venv}  # under runs/: ignored by git
     if [ ! -x "$VENV/bin/python" ]; then
         # --system-site-packages: keep the machine's CUDA torch (a pip torch could be a CPU wheel)
         python3 -m venv --system-site-packages "$VENV" || { echo "gpu_check: cannot make $VENV" >&2; exit 2; }
