@@ -14,24 +14,49 @@ from gnn_attention import graphs
 from gnn_attention.attention import kernels
 from gnn_attention.attention.functional import graph_attention
 
-torch.set_num_threads(2)
-B,H,D,T=8,8,64,128
-real = kernels.finite.isolated
-for pat in ("full","causal"):
-    g=getattr(graphs,pat)([T]*B); q,k,v=(torch.randn(B*T,H,D) for _ in range(3))
-    q4,k4,v4=(x.view(B,T,H,D).transpose(1,2) for x in (q,k,v))
-    fns={"lib":lambda: graph_attention(q,k,v,g),
-         "lib_nocheck":None,
-         "sdpa":lambda: F.scaled_dot_product_attention(q4,k4,v4,is_causal=pat=="causal")}
-    ts={k:[] for k in fns}
-    for _ in range(3): fns["lib"](); fns["sdpa"]()
-    for _ in range(25):
-        for name in fns:
-            if name=="lib_nocheck":
-                kernels.finite.isolated=lambda *a: True
-                a=time.perf_counter(); graph_attention(q,k,v,g); ts[name].append(time.perf_counter()-a)
-                kernels.finite.isolated=real
-            else:
-                a=time.perf_counter(); fns[name](); ts[name].append(time.perf_counter()-a)
-    med={k:round(statistics.median(x)*1e3,3) for k,x in ts.items()}
-    print(pat, med, "ratio", round(med["lib"]/med["sdpa"],3), "no check", round(med["lib_nocheck"]/med["sdpa"],3))
+B, H, D, T, REPS = 8, 8, 64, 128, 25
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _no_check(fn):
+    real = kernels.finite.isolated
+    kernels.finite.isolated = lambda *args: True
+    try:
+        return _timed(fn)
+    finally:
+        kernels.finite.isolated = real
+
+
+def measure(pattern: str) -> dict:
+    g = getattr(graphs, pattern)([T] * B)
+    q, k, v = (torch.randn(B * T, H, D) for _ in range(3))
+    q4, k4, v4 = (x.view(B, T, H, D).transpose(1, 2) for x in (q, k, v))
+
+    def lib():
+        return graph_attention(q, k, v, g)
+
+    def sdpa():
+        return F.scaled_dot_product_attention(q4, k4, v4, is_causal=pattern == "causal")
+
+    for _ in range(3):
+        lib(), sdpa()
+    times = {"lib": [], "lib_nocheck": [], "sdpa": []}
+    for _ in range(REPS):
+        times["lib"].append(_timed(lib))
+        times["lib_nocheck"].append(_no_check(lib))
+        times["sdpa"].append(_timed(sdpa))
+    return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    for pattern in ("full", "causal"):
+        ms = measure(pattern)
+        print(pattern, {n: round(t, 3) for n, t in ms.items()},
+              "ratio", round(ms["lib"] / ms["sdpa"], 3),
+              "no check", round(ms["lib_nocheck"] / ms["sdpa"], 3))
