@@ -10,7 +10,7 @@ w window reach, t, s local target / source positions.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

@@ -1,8 +1,6 @@
 """Set operations on graphs, dense masks in both PyTorch conventions, and networkx export."""
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -23,7 +21,7 @@ def _combine(a: TokenGraph, b: TokenGraph, keep: Tensor, name: str, op) -> Token
     allows = None
     if a.pattern.allows is not None and b.pattern.allows is not None:
         fa, fb = a.pattern.allows, b.pattern.allows
-        allows = lambda t, s, T, S: op(fa(t, s, T, S), fb(t, s, T, S))  # noqa: E731
+        allows = lambda t, s, T, S: op(fa(t, s, T, S), fb(t, s, T, S))
     return from_edge_index(ei, a.src_lengths, a.dst_lengths,
                            Pattern(name, (a.pattern, b.pattern), allows), a.bipartite or b.bipartite)
 
@@ -82,7 +80,7 @@ def to_dense_mask(g: TokenGraph, convention: str = "sdpa") -> Tensor:
     return allowed if convention == "sdpa" else ~allowed
 
 
-def to_networkx(g: TokenGraph, edge_weight: Optional[Tensor] = None, labels=None):
+def to_networkx(g: TokenGraph, edge_weight: Tensor | None = None, labels=None):
     """A ``networkx.DiGraph`` with an edge j -> i per attention edge.
 
     Self-attention graphs have nodes ``0..N-1``; bipartite graphs have nodes ``("src", j)`` and
@@ -103,7 +101,7 @@ def to_networkx(g: TokenGraph, edge_weight: Optional[Tensor] = None, labels=None
     else:
         G.add_nodes_from((i, {"label": labels[i]} if labels is not None else {})
                          for i in range(g.num_dst))
-        name_s = name_d = lambda i: i  # noqa: E731
+        name_s = name_d = lambda i: i
     src, dst = g.edge_index.tolist()
     if edge_weight is None:
         G.add_edges_from((name_s(j), name_d(i)) for j, i in zip(src, dst))

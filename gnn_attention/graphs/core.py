@@ -5,18 +5,17 @@ N_dst = sum T_b, N_src = sum S_b nodes; E edges j -> i; t, s = positions inside 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import Union
 
 import torch
 from torch import Tensor
 
 from gnn_attention.graphs import budget
+from gnn_attention.graphs.lengths import Lengths, as_lengths, host_lengths
+from gnn_attention.graphs.lengths import offsets as _ptr
+from gnn_attention.graphs.pattern import Pattern, Predicate
 from gnn_attention.graphs.structured import (
     ALIGNS,
-    STRUCTURED,
     canonical_params,
     edge_bytes,
     edge_count,
@@ -27,34 +26,18 @@ from gnn_attention.graphs.structured import (
 from gnn_attention.graphs.validate import (
     check_edge_attr,
     check_edge_index,
-    check_pattern,
+    check_edges,
+    check_ptrs,
     check_same_sequence,
+    checked_label,
     reject_duplicates,
 )
 
-Lengths = Union[Sequence[int], Tensor]
-# A predicate over local positions: allows(t, s, T, S) -> bool tensor (broadcasting).
-Predicate = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 CONVENTIONS = ("sdpa", "mha")
-__all__ = ["ALIGNS", "CONVENTIONS", "Pattern", "TokenGraph", "as_lengths", "check_edge_index",
-           "from_edge_index", "host_lengths", "structured_graph"]
+__all__ = ["ALIGNS", "CONVENTIONS", "Lengths", "Pattern", "Predicate", "TokenGraph", "as_lengths",
+           "check_edge_index", "checked_label", "from_edge_index", "host_lengths", "structured_graph"]
 # Peak bytes per edge of from_edge_index: sort key, order, sorted copy and sequence ids (int64).
 WRAP_BYTES_PER_EDGE = 6 * 8
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """Where a graph came from: a name, its parameters and the predicate that defines its edges.
-
-    ``allows(t, s, T, S)`` is True where target position t may attend to source position s in a
-    sequence with T targets and S sources. Kernels read ``name``/``params`` to pick an execution
-    strategy; ``allows`` can serve as a FlexAttention ``mask_mod``. ``allows is None`` means the edge
-    set is arbitrary (e.g. from a dense mask) and only ``edge_index`` defines it.
-    """
-
-    name: str
-    params: tuple = ()
-    allows: Predicate | None = field(default=None, compare=False, repr=False)
 
 
 class TokenGraph:
@@ -104,7 +87,7 @@ class TokenGraph:
                      ("_num_edges", None), ("pattern", pattern), ("host_lengths", None)):
             put(k, v)
         if validate:
-            _check_ptrs(self)
+            check_ptrs(self)
         if edge_index is None:
             if rowptr is not None:
                 raise ValueError("an implicit (structured) TokenGraph takes rowptr=None: both are "
@@ -116,7 +99,7 @@ class TokenGraph:
             put("pattern", Pattern(pattern.name, canonical_params(pattern.name, pattern.params),
                                    pattern.allows or predicate(pattern.name, pattern.params)))
         elif validate:
-            put("pattern", _check_edges(self, edge_index, rowptr))
+            put("pattern", check_edges(self, edge_index, rowptr))
             if edge_attr is not None:
                 check_edge_attr(edge_attr, edge_index.size(1))
 
@@ -224,43 +207,6 @@ class TokenGraph:
                 f"src={self.num_src}, dst={self.num_dst}, edges={self.num_edges})")
 
 
-# ---------------------------------------------------------------------------------------------
-# Validation helpers
-
-
-def as_lengths(lengths: Lengths, name: str = "lengths") -> Tensor:
-    """Lengths as a 1-D int64 CPU tensor, rejecting negative values and non-integers."""
-    try:
-        t = torch.as_tensor(lengths)
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise TypeError(f"{name} must be a sequence of integers, got {lengths!r}") from e
-    if t.numel() == 0:  # torch.as_tensor([]) is float32: an empty batch is still integer lengths
-        t = t.long()
-    if t.dim() != 1:
-        raise ValueError(f"{name} must be 1-D (one length per sequence), got shape {tuple(t.shape)}")
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integers, got dtype {t.dtype}")
-    t = t.to(device="cpu", dtype=torch.int64)
-    if (t < 0).any():
-        raise ValueError(f"{name} must be non-negative, got {t.tolist()}")
-    return t
-
-
-def host_lengths(lengths: Lengths, name: str = "lengths") -> tuple[int, ...]:
-    """Lengths as a tuple of Python ints, validated as :func:`as_lengths` does. A list or tuple of
-    ints is checked in Python, so a builder called inside a traced function reads no tensor; a
-    tensor is read once (on the host)."""
-    if isinstance(lengths, (list, tuple)) and all(type(n) is int for n in lengths):
-        if any(n < 0 for n in lengths):
-            raise ValueError(f"{name} must be non-negative, got {list(lengths)}")
-        return tuple(lengths)
-    return tuple(as_lengths(lengths, name).tolist())
-
-
-def _ptr(lengths: Tensor) -> Tensor:
-    return torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
-
-
 def structured_graph(pattern: Pattern, src_len: tuple[int, ...], dst_len: tuple[int, ...],
                      bipartite: bool, device=None) -> TokenGraph:
     """An implicit graph of a structured pattern from per-sequence lengths (Python ints): O(B) to
@@ -278,48 +224,6 @@ def map_edge_attr(edge_attr, fn):
     if isinstance(edge_attr, dict):
         return {k: fn(v) for k, v in edge_attr.items()}
     return tuple(fn(v) for v in edge_attr)
-
-
-def _check_ptrs(g: TokenGraph) -> None:
-    """Offsets ``[B + 1]`` int64 from 0, non-decreasing, ending at the node counts."""
-    for name, ptr, total in (("src_ptr", g.src_ptr, g.num_src), ("dst_ptr", g.dst_ptr, g.num_dst)):
-        if not isinstance(ptr, Tensor) or ptr.dtype != torch.int64 or ptr.dim() != 1 or not ptr.numel():
-            raise ValueError(f"{name} must be a 1-D int64 tensor of B + 1 offsets")
-        if int(ptr[0]) != 0 or int(ptr[-1]) != total or bool((ptr.diff() < 0).any()):
-            raise ValueError(f"{name} must rise from 0 to {total}, got {ptr.tolist()}")
-    if g.src_ptr.numel() != g.dst_ptr.numel():
-        raise ValueError(f"src_ptr and dst_ptr describe {g.src_ptr.numel() - 1} and "
-                         f"{g.dst_ptr.numel() - 1} sequences")
-
-
-def _check_edges(g: TokenGraph, ei: Tensor, rowptr: Tensor) -> Pattern:
-    """A hand-built graph's edges: in range, sorted by (target, source) without duplicates, CSR
-    pointers that match, no edge across sequences, a true structured label. O(E log B)."""
-    if not isinstance(ei, Tensor) or ei.dtype != torch.int64:
-        raise TypeError(f"a TokenGraph's edge_index must be an int64 tensor, got "
-                        f"{getattr(ei, 'dtype', type(ei).__name__)}")
-    check_edge_index(ei, g.num_src, g.num_dst, check_duplicates=False)
-    key = ei[1] * max(g.num_src, 1) + ei[0]
-    if ei.size(1) > 1 and not bool((key[1:] > key[:-1]).all()):
-        raise ValueError("a TokenGraph's edges must be sorted by (target, source) without "
-                         "duplicates (the CSR kernel reads them in order); build it with "
-                         "graphs.from_edge_index, which sorts them")
-    if not isinstance(rowptr, Tensor) or not torch.equal(
-            rowptr.long(), _ptr(torch.bincount(ei[1], minlength=g.num_dst))):
-        raise ValueError("rowptr must be the CSR pointers of the sorted targets ([N_dst + 1], "
-                         "rowptr[i + 1] - rowptr[i] = in-degree of target i)")
-    check_same_sequence(ei, g.src_ptr, g.dst_ptr)
-    return checked_label(g.pattern, ei, g.src_ptr, g.dst_ptr, rowptr)
-
-
-def checked_label(pattern: Pattern, ei: Tensor, src_ptr: Tensor, dst_ptr: Tensor,
-                  rowptr: Tensor) -> Pattern:
-    """A structured label checked against sorted edges (canonical params and predicate filled
-    in); other labels unchanged, since no kernel trusts them."""
-    if pattern.name not in STRUCTURED:
-        return pattern
-    params, allows = check_pattern(pattern.name, pattern.params, ei, src_ptr, dst_ptr, rowptr)
-    return Pattern(pattern.name, params, pattern.allows or allows)
 
 
 def from_edge_index(edge_index: Tensor, src_lengths: Lengths, dst_lengths: Lengths,

@@ -9,16 +9,14 @@ plots all read it, so they agree on the layout.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 from torch import Tensor
 
 from gnn_attention.graphs.core import TokenGraph
 from gnn_attention.graphs.positions import edge_positions, edge_sequences
 
 
-def edges_to_dense(graph: TokenGraph, alpha: Tensor, T: Optional[int] = None,
-                   S: Optional[int] = None, fill: float = 0.0) -> Tensor:
+def edges_to_dense(graph: TokenGraph, alpha: Tensor, T: int | None = None,
+                   S: int | None = None, fill: float = 0.0) -> Tensor:
     """Per-edge values as dense maps, ``fill`` where there is no edge (row = query t, column =
     key s, as ``nn.MultiheadAttention``'s ``attn_weights``).
 

@@ -9,15 +9,13 @@ to dense maps and the decoders.
 """
 from __future__ import annotations
 
-from typing import Tuple
-
 import torch
 from torch import Tensor
 
 from gnn_attention.graphs.core import ALIGNS, TokenGraph, as_lengths
 
 
-def sequence_and_position(ptr: Tensor, node: Tensor) -> Tuple[Tensor, Tensor]:
+def sequence_and_position(ptr: Tensor, node: Tensor) -> tuple[Tensor, Tensor]:
     """``(b, t)`` of each node, given the ``[B + 1]`` offsets ``ptr`` of its side.
 
     **Shapes:** ``ptr [B + 1]``, ``node [N]`` -> two ``[N]`` (int64)."""
@@ -38,7 +36,7 @@ def edge_sequences(graph: TokenGraph) -> Tensor:
     return sequence_and_position(graph.dst_ptr, graph.edge_index[1])[0]
 
 
-def edge_positions(graph: TokenGraph, align: str = "top_left") -> Tuple[Tensor, Tensor]:
+def edge_positions(graph: TokenGraph, align: str = "top_left") -> tuple[Tensor, Tensor]:
     """Local positions ``(t, s)`` of each edge's target and source inside their sequence (``[E]``).
 
     ``align="bottom_right"`` numbers the T targets of a sequence as the *last* T of its S positions

@@ -10,12 +10,14 @@ fail loudly here, never give a silent wrong result in a kernel.
 """
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from gnn_attention.graphs.structured import canonical_params, edge_counts, predicate
+from gnn_attention.graphs.lengths import offsets
+from gnn_attention.graphs.pattern import Pattern
+from gnn_attention.graphs.structured import STRUCTURED, canonical_params, edge_counts, predicate
 
 
 def check_edge_attr(edge_attr, num_edges: int) -> None:
@@ -41,7 +43,7 @@ def check_same_sequence(ei: Tensor, src_ptr: Tensor, dst_ptr: Tensor) -> None:
 
 
 def check_pattern(name: str, params: tuple, ei: Tensor, src_ptr: Tensor, dst_ptr: Tensor,
-                  rowptr: Tensor) -> Tuple[tuple, Callable]:
+                  rowptr: Tensor) -> tuple[tuple, Callable]:
     """The label of sorted, duplicate-free edges, checked when kernels would trust it.
 
     A structured name holds when every sequence has the pattern's edge count (closed form, O(B))
@@ -119,3 +121,45 @@ def reject_duplicates(ei: Tensor, sorted_key: Tensor) -> None:
         raise ValueError(f"edge_index has {int(same.sum())} duplicate edge(s), first j={j} -> i={i}; "
                          f"attention edges form a set (a repeated edge would count its key twice in "
                          f"the softmax): remove them, e.g. torch.unique(edge_index, dim=1)")
+
+
+def check_ptrs(g) -> None:
+    """Offsets ``[B + 1]`` int64 from 0, non-decreasing, ending at the node counts."""
+    for name, ptr, total in (("src_ptr", g.src_ptr, g.num_src), ("dst_ptr", g.dst_ptr, g.num_dst)):
+        if not isinstance(ptr, Tensor) or ptr.dtype != torch.int64 or ptr.dim() != 1 or not ptr.numel():
+            raise ValueError(f"{name} must be a 1-D int64 tensor of B + 1 offsets")
+        if int(ptr[0]) != 0 or int(ptr[-1]) != total or bool((ptr.diff() < 0).any()):
+            raise ValueError(f"{name} must rise from 0 to {total}, got {ptr.tolist()}")
+    if g.src_ptr.numel() != g.dst_ptr.numel():
+        raise ValueError(f"src_ptr and dst_ptr describe {g.src_ptr.numel() - 1} and "
+                         f"{g.dst_ptr.numel() - 1} sequences")
+
+
+def check_edges(g, ei: Tensor, rowptr: Tensor) -> Pattern:
+    """A hand-built graph's edges: in range, sorted by (target, source) without duplicates, CSR
+    pointers that match, no edge across sequences, a true structured label. O(E log B)."""
+    if not isinstance(ei, Tensor) or ei.dtype != torch.int64:
+        raise TypeError(f"a TokenGraph's edge_index must be an int64 tensor, got "
+                        f"{getattr(ei, 'dtype', type(ei).__name__)}")
+    check_edge_index(ei, g.num_src, g.num_dst, check_duplicates=False)
+    key = ei[1] * max(g.num_src, 1) + ei[0]
+    if ei.size(1) > 1 and not bool((key[1:] > key[:-1]).all()):
+        raise ValueError("a TokenGraph's edges must be sorted by (target, source) without "
+                         "duplicates (the CSR kernel reads them in order); build it with "
+                         "graphs.from_edge_index, which sorts them")
+    if not isinstance(rowptr, Tensor) or not torch.equal(
+            rowptr.long(), offsets(torch.bincount(ei[1], minlength=g.num_dst))):
+        raise ValueError("rowptr must be the CSR pointers of the sorted targets ([N_dst + 1], "
+                         "rowptr[i + 1] - rowptr[i] = in-degree of target i)")
+    check_same_sequence(ei, g.src_ptr, g.dst_ptr)
+    return checked_label(g.pattern, ei, g.src_ptr, g.dst_ptr, rowptr)
+
+
+def checked_label(pattern: Pattern, ei: Tensor, src_ptr: Tensor, dst_ptr: Tensor,
+                  rowptr: Tensor) -> Pattern:
+    """A structured label checked against sorted edges (canonical params and predicate filled
+    in); other labels unchanged, since no kernel trusts them."""
+    if pattern.name not in STRUCTURED:
+        return pattern
+    params, allows = check_pattern(pattern.name, pattern.params, ei, src_ptr, dst_ptr, rowptr)
+    return Pattern(pattern.name, params, pattern.allows or allows)
