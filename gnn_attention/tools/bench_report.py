@@ -9,7 +9,6 @@ from pathlib import Path
 
 from gnn_attention.tools import bench
 
-
 LARGE_T = 4096  # R3 and R5 are defined at T=4096 (BENCHMARKS.md)
 
 
@@ -29,13 +28,14 @@ def _worst(values, hi=True):
     return (max(vals) if hi else min(vals)) if vals else None
 
 
-def ratios(result, stat: str = "median") -> list:
+def ratios(result, stat: str = "median", smoke: bool = False) -> list:
     """R1-R7, R9 from the rows: ``{id, definition, value, target, met, detail, judged}`` (value =
     the worst case over the sizes named in the definition; None where the inputs were not
     measured; ``judged`` is False for R3/R5, defined at T=4096, when the run stopped below it).
 
     ``stat="median"`` is the protocol's statistic; ``"min"`` (the fastest repetition) shows what
-    the ratios are when a loaded machine's stalls are filtered out.
+    the ratios are when a loaded machine's stalls are filtered out. ``smoke=True`` (``bench
+    --quick``, tiny sizes) judges no target: the targets are set at the protocol's sizes.
     """
     rows = result["rows"]
     if stat == "min":
@@ -51,8 +51,10 @@ def ratios(result, stat: str = "median") -> list:
         detail = ", ".join(f"{k}: {v:.3g}" for k, v in per.items() if v is not None)
         # A target the protocol sets at a large T says nothing about a smaller run (e.g.
         # `bench --quick`): the figure and its comparison are kept, but not judged.
-        judged = at_T is None or (T_max is not None and T_max >= at_T)
-        if not judged and value is not None:
+        judged = not smoke and (at_T is None or (T_max is not None and T_max >= at_T))
+        if smoke and value is not None:
+            detail = f"{detail} (smoke run at tiny sizes; not judged)"
+        elif not judged and value is not None:
             detail = f"{detail} (target defined at T={at_T}; not judged)"
         out.append({"id": rid, "definition": definition, "value": value,
                     "target": f"{'<=' if le else '>='} {target}", "met": met, "detail": detail,

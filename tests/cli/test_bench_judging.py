@@ -32,3 +32,15 @@ def test_large_T_targets_judged_at_their_T():
     rs, shown = lines(LARGE_T)
     for rid in ("R3", "R3b", "R5"):
         assert rs[rid]["judged"] is True and "MISSED" in shown[rid], shown[rid]
+
+
+def test_a_smoke_run_judges_no_target():
+    """`bench --quick` runs tiny sizes: even targets set for every T are not judged there."""
+    rows = rows_at(256) + [row("P1", 256, "library", 3.0, 3.0), row("P1", 256, "sdpa", 1.0, 1.0)]
+    rs = ratios({"rows": rows, "sgemm_gflops": 1.0}, smoke=True)
+    text = format_ratios(rs)
+    assert "MISSED" not in text and "met" not in text.split()
+    r1 = next(r for r in rs if r["id"] == "R1")
+    assert r1["value"] == 3.0 and r1["met"] is False and r1["judged"] is False
+    assert "smoke run" in r1["detail"]
+    assert "MISSED" in format_ratios(ratios({"rows": rows, "sgemm_gflops": 1.0}))

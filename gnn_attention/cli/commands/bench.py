@@ -52,8 +52,8 @@ def config_from(args) -> bench.BenchConfig:
 def run(args) -> int:
     cfg = config_from(args)
     result = bench.run(cfg, threads=args.threads)
-    result["ratios"] = ratios(result)
-    result["ratios_min"] = ratios(result, "min")
+    result["ratios"] = ratios(result, smoke=args.quick)
+    result["ratios_min"] = ratios(result, "min", smoke=args.quick)
     print(format_rows(result["rows"]))
     print("\nRatios from the median of the repetitions (the protocol):")
     print(format_ratios(result["ratios"]))
