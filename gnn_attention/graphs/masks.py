@@ -27,6 +27,8 @@ at every call.
 from __future__ import annotations
 
 import functools
+import weakref
+from collections import OrderedDict
 
 import torch
 from torch import Tensor
@@ -37,6 +39,9 @@ from gnn_attention.graphs.core import Pattern, TokenGraph, from_edge_index
 from gnn_attention.graphs.positions import edge_positions, edge_sequences
 
 GRAPH_CACHE_SIZE = 8  # graphs kept (a padded one at T=1024, B=8 holds ~0.1 GB of edges)
+BIAS_CACHE_SIZE = 2  # repeated float masks kept as per-edge biases (B T S floats each)
+# (id of the mask, B, dtype) -> (weak reference to the mask, a copy of its values, edge_bias)
+_BIAS_CACHE: OrderedDict = OrderedDict()
 
 
 class MaskShapeError(ValueError, RuntimeError):
@@ -124,11 +129,32 @@ def structured_graph(B: int, T: int, S: int, is_causal: bool, lengths: tuple | N
 def _bias_on_graph(graph, attn_mask: Tensor, B, T, S, dtype) -> Tensor:
     """A finite ``[T, S]`` float mask as ``edge_bias [E, 1]``: edges of a full graph are sorted by
     (b, t, s), i.e. row-major, so no search is needed; other graphs read it at their positions."""
-    am = attn_mask.to(dtype)
     if graph.pattern.name in ("full", "cross"):
-        return am.expand(B, T, S).reshape(B * T * S, 1)
+        return _repeated_bias(attn_mask, B, T, S, dtype)
+    am = attn_mask.to(dtype)
     t, s = edge_positions(graph)
     return am[t, s].unsqueeze(1)
+
+
+def _repeated_bias(attn_mask: Tensor, B, T, S, dtype) -> Tensor:
+    """``[T, S]`` -> ``edge_bias [B T S, 1]`` (row-major edges of a full graph), memoised per mask
+    tensor: a model passing the same bias tensor at every call (ALiBi, a relative-position table)
+    pays the B T S copy once. A hit needs the same tensor object, still alive, with the same
+    values (``torch.equal`` against a private copy, O(T S) against the O(B T S) copy it saves: an
+    in-place change by any route is seen; a NaN never compares equal, so it is rebuilt)."""
+    if attn_mask.requires_grad or torch.compiler.is_compiling():
+        return attn_mask.to(dtype).expand(B, T, S).reshape(B * T * S, 1)
+    key = (id(attn_mask), B, dtype)
+    hit = _BIAS_CACHE.get(key)
+    if hit is not None and hit[0]() is attn_mask and torch.equal(hit[1], attn_mask):
+        _BIAS_CACHE.move_to_end(key)
+        return hit[2]
+    bias = attn_mask.to(dtype).expand(B, T, S).reshape(B * T * S, 1)
+    ref = weakref.ref(attn_mask, lambda _, key=key: _BIAS_CACHE.pop(key, None))
+    _BIAS_CACHE[key] = (ref, attn_mask.detach().clone(), bias)
+    while len(_BIAS_CACHE) > BIAS_CACHE_SIZE:
+        _BIAS_CACHE.popitem(last=False)
+    return bias
 
 
 def _general(B, T, S, H, key_padding_mask, attn_mask, is_causal, dtype, device):
