@@ -54,3 +54,16 @@ def require_minilm():
     pytest.importorskip("tokenizers", reason="tokenizers not installed "
                                              "(pip install 'gnn-attention[pretrained]')")
     return directory
+
+
+def require_browser():
+    """Skip the calling test unless Debian's Chromium and playwright are installed; return
+    ``(playwright.sync_api, path of chromium)`` for ``p.chromium.launch(executable_path=...)``."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("needs Debian's chromium: apt-get install -y chromium")
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="needs playwright: pip install playwright")
+    return sync_api, chromium

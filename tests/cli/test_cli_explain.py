@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import require_minilm
+from conftest import require_browser, require_minilm
 
 from gnn_attention.cli.app import main
 from gnn_attention.interpret import SiteEdit, edge_mask, prepare, run, sites
@@ -120,10 +120,7 @@ def test_mistakes_are_one_line(capsys, tmp_path, digits, extra, message):
 
 
 def test_browser_page_knockout_column_matches_the_json(tmp_path, digits):
-    chromium = pytest.importorskip("shutil").which("chromium")
-    if chromium is None:
-        pytest.skip("needs Debian's chromium: apt-get install -y chromium")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright")
+    sync_api, chromium = require_browser()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "viz"))
     try:
         from test_html_knockout import page_matches

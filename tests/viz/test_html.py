@@ -6,10 +6,10 @@ Sizes: T=5 target tokens, S=4 source tokens, H=3 heads, 2 layers.
 """
 import json
 import os
-import shutil
 
 import pytest
 import torch
+from conftest import require_browser
 
 from gnn_attention import MultiheadAttentionConv, graphs
 from gnn_attention.viz.html import to_html
@@ -55,15 +55,6 @@ def test_bad_inputs_are_rejected_before_writing(tmp_path):
     assert not (tmp_path / "x.html").exists()
 
 
-def _browser():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("needs Debian's chromium: apt-get install -y chromium")
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="needs playwright: pip install playwright")
-    return sync_api, chromium
-
-
 def _highlighted(page):
     return page.evaluate("""() => ({
       edges: [...document.querySelectorAll('line.edge.hl')].map(
@@ -75,7 +66,7 @@ def _highlighted(page):
 
 @pytest.mark.parametrize("kind", ["self", "cross"])
 def test_browser_switch_head_hover_token_highlights_incoming_edges(tmp_path, kind):
-    sync_api, chromium = _browser()
+    sync_api, chromium = require_browser()
     src = ["w", "x", "y", "z"]
     g = graphs.causal([len(TOKENS)]) if kind == "self" else graphs.cross([4], [len(TOKENS)])
     layers = _layers(g)

@@ -7,10 +7,10 @@ some units are NaN ("not measured") and some effects negative, on purpose.
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
+from conftest import require_browser
 
 from gnn_attention import graphs
 from gnn_attention.viz.html import to_html
@@ -64,15 +64,6 @@ def test_bad_knockout_is_rejected_before_writing(tmp_path):
     assert not (tmp_path / "x.html").exists()
 
 
-def _browser():
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("needs Debian's chromium: apt-get install -y chromium")
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="needs playwright: pip install playwright")
-    return sync_api, chromium
-
-
 READ_DOM = """() => ({
   edges: [...document.querySelectorAll('line.edge.hl')].map(
       e => [Number(e.dataset.src), e.dataset.ko]),
@@ -122,7 +113,7 @@ def page_matches(page, data: dict, checks) -> int:
 
 
 def test_browser_knockout_column_matches_the_embedded_data(tmp_path):
-    sync_api, chromium = _browser()
+    sync_api, chromium = require_browser()
     _, layers, kos = _data(1)
     path = to_html(DST, layers, tmp_path / "v.html", src_tokens=SRC, knockout=kos)
     data = _embedded(path.read_text())
