@@ -45,9 +45,8 @@ from gnn_attention.graph_models.edge_sets import graph_sizes, pair_buckets
 from gnn_attention.graph_models.exphormer import ExphormerInputs
 from gnn_attention.graph_models.graphormer import GraphormerInputs
 from gnn_attention.graphs import TokenGraph, full
-from gnn_attention.interpret.cache import edited_attention
 from gnn_attention.interpret.edits import Edits, Site, check_edits
-from gnn_attention.interpret.runner import RunResult, _Pass
+from gnn_attention.interpret.runner import RunResult, _Pass, attend_site
 
 STACK = "graph"
 ATTENTION_LAYERS = (MultiheadAttentionConv, GraphormerLayer, ExphormerLayer, GPSLayer)
@@ -203,12 +202,7 @@ def _attend(attn: MultiheadAttentionConv, h: Tensor, graph: TokenGraph, bias: Op
     """Self-attention of ``h`` over ``graph``: the layer's kernel when the site is untouched, the
     readable edited path otherwise; then the output projection."""
     q, k, v = attn.project(h, h, h)
-    edit = ctx.edits.get(site)
-    if edit is None and not ctx.record:
-        return attn.merge_heads(attn.attend(q, k, v, graph, bias))
-    out, rec = edited_attention(q, k, v, graph, bias, attn.score, attn.score_weights(), edit)
-    ctx.records[site] = rec
-    return attn.merge_heads(out)
+    return attend_site(attn, q, k, v, graph, bias, site, ctx)
 
 
 def _graphormer(m: GraphormerLayer, x: Tensor, plan: GraphPlan, site: Site, ctx: _Pass) -> Tensor:

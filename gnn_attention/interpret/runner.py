@@ -142,6 +142,15 @@ def _attend(attn: nn.Module, x_kv: Tensor, x_q: Tensor, graph, bias: Optional[Te
     q, k, v = attn.project(x_kv, x_kv, x_q)
     if rotary is not None:
         q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+    return attend_site(attn, q, k, v, graph, bias, site, ctx)
+
+
+def attend_site(attn, q: Tensor, k: Tensor, v: Tensor, graph, bias: Optional[Tensor], site: Site,
+                ctx: _Pass) -> Tensor:
+    """Projected heads through ``attn``'s own kernel when ``site`` is neither edited nor recorded
+    (bitwise the plain forward), else through the readable edited path, its record kept in
+    ``ctx``; then the output projection. **Shapes:** q ``[N_dst, H, D]``, k, v ``[N_src, H, D]``
+    -> ``[N_dst, C]``."""
     edit = ctx.edits.get(site)
     if edit is None and not ctx.record:
         return attn.merge_heads(attn.attend(q, k, v, graph, bias))
